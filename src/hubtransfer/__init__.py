@@ -1,0 +1,94 @@
+"""hubtransfer: transfer learning of image classifiers on TensorFlow Hub backbones.
+
+``import hubtransfer`` is light: the registry and errors load eagerly, everything that
+needs TensorFlow loads on first use.
+
+Example::
+
+    import hubtransfer as ht
+
+    data = ht.load_image_folder("photos/")
+    report = ht.benchmark(["mobilenet_v2", "efficientnetv2_b0"], data, epochs=5)
+    print(report.to_markdown())
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from hubtransfer import errors
+from hubtransfer._version import __version__
+from hubtransfer.errors import (
+    BackboneLoadError,
+    BenchmarkError,
+    ConfigurationError,
+    DatasetError,
+    ExportError,
+    HubTransferError,
+    MissingDependencyError,
+    NotFineTunableError,
+    UnknownBackboneError,
+)
+from hubtransfer.registry import (
+    Backbone,
+    BackboneRegistry,
+    get_backbone,
+    list_backbones,
+    register_backbone,
+)
+
+if TYPE_CHECKING:
+    from hubtransfer import offline
+    from hubtransfer.loading import load_backbone_layer
+    from hubtransfer.model import REPORT_HEAD, Head, build_classifier
+
+# Public name -> module that defines it, imported on first attribute access.
+# Submodules are named after concepts, never after the function they export, so that
+# importing one never rebinds a function name on the package.
+_LAZY = {
+    "build_classifier": "hubtransfer.model",
+    "Head": "hubtransfer.model",
+    "REPORT_HEAD": "hubtransfer.model",
+    "load_backbone_layer": "hubtransfer.loading",
+}
+_LAZY_MODULES = {"offline"}
+
+__all__ = [
+    "REPORT_HEAD",
+    "Backbone",
+    "BackboneLoadError",
+    "BackboneRegistry",
+    "BenchmarkError",
+    "ConfigurationError",
+    "DatasetError",
+    "ExportError",
+    "Head",
+    "HubTransferError",
+    "MissingDependencyError",
+    "NotFineTunableError",
+    "UnknownBackboneError",
+    "__version__",
+    "build_classifier",
+    "errors",
+    "get_backbone",
+    "list_backbones",
+    "load_backbone_layer",
+    "offline",
+    "register_backbone",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"hubtransfer.{name}")
+    else:
+        raise AttributeError(f"module 'hubtransfer' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,42 @@
+"""The one place that imports TensorFlow, tf_keras and tensorflow_hub.
+
+``tensorflow_hub.KerasLayer`` is a Keras 2 layer. With TF >= 2.16 ``tf.keras`` is Keras 3
+and rejects it, so every model in hubtransfer is a ``tf_keras`` model, whatever
+``TF_USE_LEGACY_KERAS`` says. tf_keras must match TensorFlow's minor version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_hub as hub  # noqa: E402
+import tf_keras  # noqa: E402
+
+from hubtransfer.errors import MissingDependencyError  # noqa: E402
+
+__all__ = ["hub", "tf", "tf_keras"]
+
+logger = logging.getLogger("hubtransfer")
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+if _minor(tf.__version__) < (2, 16):  # pragma: no cover - guarded by pyproject
+    raise MissingDependencyError(
+        f"hubtransfer needs TensorFlow >= 2.16. Received: tensorflow {tf.__version__}. "
+        "Run `pip install -U hubtransfer` to install matching versions."
+    )
+if _minor(tf_keras.__version__) != _minor(tf.__version__):
+    logger.warning(
+        "tf_keras %s does not match TensorFlow %s; Hub layers may fail to load. "
+        "Install the matching version: pip install 'tf-keras~=%s.0'.",
+        tf_keras.__version__,
+        tf.__version__,
+        ".".join(str(p) for p in _minor(tf.__version__)),
+    )

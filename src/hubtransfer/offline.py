@@ -1,0 +1,209 @@
+"""Local stand-ins for Hub backbones, built with ``tf_keras.applications``.
+
+:func:`export_backbone` writes a TF2 SavedModel with the Hub contract (float32 images in
+[0, 1] at the backbone's size in, pooled features of ``feature_dim`` out) from the same
+architecture, so parameter counts, FLOPs, sizes and speed match the Hub model. With
+``weights=None`` the weights are random: accuracy is not representative.
+
+Randomly initialised BatchNorm statistics make activations vanish through a deep
+network (pooled features with a standard deviation near 1e-12), so a frozen stand-in
+carries no signal at all. ``calibration_images`` re-estimates every BatchNorm layer's
+moving mean and variance on one batch (a training-mode forward pass with momentum 0, no
+gradient step), which restores features with a usable spread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hubtransfer._tf import tf, tf_keras
+from hubtransfer.errors import BackboneLoadError, ConfigurationError
+from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+
+__all__ = ["export_backbone", "exportable_backbones"]
+
+logger = logging.getLogger(__name__)
+
+_MARKER = "hubtransfer_backbone.json"
+
+
+@dataclass(frozen=True)
+class _Arch:
+    builder: str  # attribute of tf_keras.applications
+    scale: float  # [0, 1] input -> what the Keras architecture expects: x * scale + offset
+    offset: float
+    # MobileNetV3's pooled features come after a 1x1 conv that Keras puts in the "top".
+    top_features: bool = False
+
+
+_MINUS_ONE_ONE = (2.0, -1.0)
+_ZERO_255 = (255.0, 0.0)
+_ARCHITECTURES: dict[str, _Arch] = {
+    "mobilenet_v2": _Arch("MobileNetV2", *_MINUS_ONE_ONE),
+    "mobilenet_v3_small": _Arch("MobileNetV3Small", *_ZERO_255, top_features=True),
+    "mobilenet_v3_large": _Arch("MobileNetV3Large", *_ZERO_255, top_features=True),
+    "resnet50_v2": _Arch("ResNet50V2", *_MINUS_ONE_ONE),
+    "inception_v3": _Arch("InceptionV3", *_MINUS_ONE_ONE),
+}
+for _i in range(8):
+    _ARCHITECTURES[f"efficientnet_b{_i}"] = _Arch(f"EfficientNetB{_i}", *_ZERO_255)
+    _ARCHITECTURES[f"efficientnet_b{_i}_tf2"] = _Arch(f"EfficientNetB{_i}", *_ZERO_255)
+for _v in ("b0", "b1", "b2", "b3", "s", "m", "l"):
+    _ARCHITECTURES[f"efficientnetv2_{_v}"] = _Arch(f"EfficientNetV2{_v.upper()}", *_ZERO_255)
+
+
+def exportable_backbones() -> list[str]:
+    """Names of registered backbones that :func:`export_backbone` can build."""
+    return sorted(_ARCHITECTURES)
+
+
+def _build(spec: Backbone, arch: _Arch, weights: Literal["imagenet"] | None) -> tf_keras.Model:
+    factory: Callable[..., tf_keras.Model] = getattr(tf_keras.applications, arch.builder)
+    size = spec.image_size
+    inputs = tf_keras.Input(shape=(size, size, 3), name="images")
+    x = tf_keras.layers.Rescaling(arch.scale, offset=arch.offset, name="to_keras_range")(inputs)
+    if arch.top_features:
+        full = factory(input_shape=(size, size, 3), weights=weights, include_top=True)
+        base = tf_keras.Model(full.input, full.get_layer("Logits").input, name=arch.builder)
+        x = tf_keras.layers.Flatten(name="features")(base(x))
+    else:
+        base = factory(
+            input_shape=(size, size, 3), weights=weights, include_top=False, pooling="avg"
+        )
+        x = base(x)
+    return tf_keras.Model(inputs, x, name=spec.name)
+
+
+def _calibrate_batchnorm(model: tf_keras.Model, images: np.ndarray) -> None:
+    layers = [
+        layer for layer in _all_layers(model)
+        if isinstance(layer, tf_keras.layers.BatchNormalization)
+    ]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # moving stats := this batch's stats
+    try:
+        model(tf.convert_to_tensor(images, tf.float32), training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+
+
+def _all_layers(model: tf_keras.Model) -> list[tf_keras.layers.Layer]:
+    found: list[tf_keras.layers.Layer] = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, tf_keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def _read_marker(directory: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((directory / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def export_backbone(
+    name: str | Backbone,
+    directory: str | os.PathLike[str],
+    *,
+    weights: Literal["imagenet"] | None = None,
+    calibration_images: np.ndarray | None = None,
+    rebuild: bool = False,
+    registry: BackboneRegistry | None = None,
+) -> Backbone:
+    """Writes a local TF2 SavedModel stand-in for a registered backbone.
+
+    The SavedModel takes float32 images in [0, 1] of shape ``(image_size, image_size,
+    3)`` and returns pooled features of ``feature_dim``, like the Hub model. A directory
+    that already holds the same export (same name, weights, calibration) is reused.
+
+    Args:
+        name: Registered name (or Backbone) whose architecture Keras provides; see
+            :func:`exportable_backbones`.
+        directory: Where the SavedModel is written (created; replaced atomically).
+        weights: None for random weights, ``"imagenet"`` for Keras's pretrained file
+            (downloaded by Keras, so it needs network or a filled ``~/.keras`` cache).
+        calibration_images: Optional ``(n, size, size, 3)`` images in [0, 1] used once to
+            re-estimate BatchNorm statistics, so a random-weight stand-in gives features
+            with a usable spread. ``n`` of 32 or more is plenty.
+        rebuild: Export again even if ``directory`` already holds this export.
+        registry: Where to look ``name`` up; the default registry if None.
+
+    Returns:
+        The registry's Backbone with ``handle`` pointing at ``directory``, marked TF2 and
+        fine-tunable (the stand-in is a TF2 SavedModel, whatever the Hub original is).
+    """
+    spec = resolve_backbone(name, registry)
+    arch = _ARCHITECTURES.get(spec.name)
+    if arch is None:
+        raise ConfigurationError(
+            f"No Keras architecture is known for backbone {spec.name!r}. Exportable: "
+            f"{', '.join(exportable_backbones())}. For other models, download the SavedModel "
+            "and set its directory as the handle."
+        )
+    if weights not in (None, "imagenet"):
+        raise ConfigurationError(
+            f"weights must be None (random) or 'imagenet'. Received: weights={weights!r}."
+        )
+    size = spec.image_size
+    if calibration_images is not None:
+        calibration_images = np.asarray(calibration_images, dtype=np.float32)
+        if calibration_images.ndim != 4 or calibration_images.shape[1:] != (size, size, 3):
+            raise ConfigurationError(
+                f"calibration_images for {spec.name!r} must have shape (n, {size}, {size}, 3) "
+                f"with values in [0, 1]. Received shape: {calibration_images.shape}."
+            )
+    target = Path(directory).expanduser().resolve()
+    recipe = {
+        "name": spec.name,
+        "weights": weights,
+        "image_size": size,
+        "calibrated": calibration_images is not None,
+    }
+    exported = replace(spec, handle=str(target), hub_format="tf2", fine_tunable=True)
+    if not rebuild and _read_marker(target) == recipe and (target / "saved_model.pb").exists():
+        logger.info("Reusing exported backbone %s in %s", spec.name, target)
+        return exported
+
+    logger.info("Exporting %s (%s, weights=%s) to %s", spec.name, arch.builder, weights, target)
+    try:
+        model = _build(spec, arch, weights)
+    except Exception as exc:  # Keras downloads ImageNet weights over the network
+        raise BackboneLoadError(
+            f"Could not build {arch.builder} for {spec.name!r} with weights={weights!r}: "
+            f"{type(exc).__name__}: {exc}. Without network, use weights=None, or put the "
+            "Keras weights file in ~/.keras/models first."
+        ) from exc
+    if calibration_images is not None:
+        _calibrate_batchnorm(model, calibration_images)
+    if model.output_shape[-1] != spec.feature_dim:  # pragma: no cover - registry bug
+        raise ConfigurationError(
+            f"{arch.builder} gives {model.output_shape[-1]} features but {spec.name!r} is "
+            f"registered with feature_dim={spec.feature_dim}; fix the registry entry."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save(staging, save_format="tf", include_optimizer=False)
+        (staging / _MARKER).write_text(json.dumps(recipe, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return exported
