@@ -10,10 +10,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
+import tensorflow as tf
+import tf_keras
 
-from hubtransfer.registry import Backbone, BackboneRegistry, default_registry  # noqa: E402
+from hubtransfer.registry import Backbone, BackboneRegistry, default_registry
 
 TINY_SIZE = 16
 TINY_DIM = 8

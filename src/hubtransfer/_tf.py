@@ -12,11 +12,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_hub as hub  # noqa: E402
-import tf_keras  # noqa: E402
+import tensorflow as tf
+import tensorflow_hub as hub
+import tf_keras
 
-from hubtransfer.errors import MissingDependencyError  # noqa: E402
+from hubtransfer.errors import MissingDependencyError
 
 __all__ = ["hub", "tf", "tf_keras"]
 

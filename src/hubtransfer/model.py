@@ -90,8 +90,10 @@ def make_optimizer(
     """A fresh ``tf_keras`` optimizer from a name, or ``optimizer`` itself if it is one."""
     if isinstance(optimizer, tf_keras.optimizers.Optimizer):
         return optimizer
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not (
-        learning_rate > 0
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, numbers.Real)
+        or not (learning_rate > 0)
     ):
         raise ConfigurationError(
             f"learning_rate must be a positive number, e.g. 1e-3. Received: {learning_rate!r}."
@@ -206,7 +208,4 @@ def build_classifier(
         )
     outputs = build_head(spec.feature_dim, num_classes, head)(features)
     model = tf_keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
-    return compile_classifier(
-        model, num_classes, optimizer=optimizer, learning_rate=learning_rate
-    )
-
+    return compile_classifier(model, num_classes, optimizer=optimizer, learning_rate=learning_rate)

@@ -86,7 +86,8 @@ def _build(spec: Backbone, arch: _Arch, weights: Literal["imagenet"] | None) -> 
 
 def _calibrate_batchnorm(model: tf_keras.Model, images: np.ndarray) -> None:
     layers = [
-        layer for layer in _all_layers(model)
+        layer
+        for layer in _all_layers(model)
         if isinstance(layer, tf_keras.layers.BatchNormalization)
     ]
     saved = [layer.momentum for layer in layers]
@@ -95,7 +96,7 @@ def _calibrate_batchnorm(model: tf_keras.Model, images: np.ndarray) -> None:
     try:
         model(tf.convert_to_tensor(images, tf.float32), training=True)
     finally:
-        for layer, momentum in zip(layers, saved):
+        for layer, momentum in zip(layers, saved, strict=True):
             layer.momentum = momentum
 
 
@@ -106,6 +107,28 @@ def _all_layers(model: tf_keras.Model) -> list[tf_keras.layers.Layer]:
         if isinstance(layer, tf_keras.Model):
             found.extend(_all_layers(layer))
     return found
+
+
+def _save_reusable(model: tf_keras.Model, size: int, directory: Path) -> None:
+    """Writes a Hub "reusable SavedModel": ``__call__(images, training)``, variables.
+
+    Only the traced function and its variables are saved, not the Keras model object:
+    Keras's own SavedModel serialisation traces every layer and takes several times longer.
+    """
+
+    @tf.function  # type: ignore[untyped-decorator]
+    def call(images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return model(images, training=training)
+
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
+    for training in (False, True):
+        call.get_concrete_function(spec, training=training)
+    root = tf.train.Checkpoint()
+    root.__call__ = call
+    root.variables = list(model.variables)
+    root.trainable_variables = list(model.trainable_variables)
+    root.regularization_losses = []
+    tf.saved_model.save(root, str(directory))
 
 
 def _read_marker(directory: Path) -> dict[str, object] | None:
@@ -198,7 +221,7 @@ def export_backbone(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save(staging, save_format="tf", include_optimizer=False)
+        _save_reusable(model, size, staging)
         (staging / _MARKER).write_text(json.dumps(recipe, indent=2))
         if target.exists():
             shutil.rmtree(target)

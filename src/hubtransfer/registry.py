@@ -8,7 +8,7 @@ This module does not import TensorFlow.
 
 from __future__ import annotations
 
-import dataclasses
+import builtins
 import difflib
 import fnmatch
 import re
@@ -154,7 +154,7 @@ class BackboneRegistry:
             "hubtransfer.register_backbone(Backbone(...))."
         )
 
-    def list(self, pattern: str | None = None) -> list[Backbone]:
+    def list(self, pattern: str | None = None) -> builtins.list[Backbone]:
         """Backbones whose name matches the glob ``pattern`` (case-insensitive), by name."""
         names = sorted(self._backbones)
         if pattern is not None:
@@ -165,7 +165,7 @@ class BackboneRegistry:
         """An independent registry holding the same entries."""
         return BackboneRegistry(self._backbones.values())
 
-    def _closest(self, name: str) -> list[str]:
+    def _closest(self, name: str) -> builtins.list[str]:
         lowered = {n.lower(): n for n in self._backbones}
         key = name.lower().replace("-", "_")
         matches = difflib.get_close_matches(key, list(lowered), n=3, cutoff=0.6)
@@ -213,16 +213,32 @@ def _builtin_backbones() -> list[Backbone]:
         # The report's handles: TF1 hub.Module format, cannot be fine-tuned.
         entries.append(
             Backbone(
-                f"efficientnet_b{i}", f"{_HUB}/google/efficientnet/b{i}/feature-vector/1",
-                size, dim, "tf1", False, params=params, family="efficientnet",
-                gflops=gflops, imagenet_top1=top1, reference=_EFFNET_PAPER,
+                f"efficientnet_b{i}",
+                f"{_HUB}/google/efficientnet/b{i}/feature-vector/1",
+                size,
+                dim,
+                "tf1",
+                False,
+                params=params,
+                family="efficientnet",
+                gflops=gflops,
+                imagenet_top1=top1,
+                reference=_EFFNET_PAPER,
             )
         )
         entries.append(
             Backbone(
-                f"efficientnet_b{i}_tf2", f"{_HUB}/tensorflow/efficientnet/b{i}/feature-vector/1",
-                size, dim, "tf2", True, params=params, family="efficientnet",
-                gflops=gflops, imagenet_top1=top1, reference=_EFFNET_PAPER,
+                f"efficientnet_b{i}_tf2",
+                f"{_HUB}/tensorflow/efficientnet/b{i}/feature-vector/1",
+                size,
+                dim,
+                "tf2",
+                True,
+                params=params,
+                family="efficientnet",
+                gflops=gflops,
+                imagenet_top1=top1,
+                reference=_EFFNET_PAPER,
             )
         )
     for variant, (size, dim, params, gflops, top1) in _EFFICIENTNETV2.items():
@@ -230,42 +246,92 @@ def _builtin_backbones() -> list[Backbone]:
             Backbone(
                 f"efficientnetv2_{variant}",
                 f"{_HUB}/google/imagenet/efficientnet_v2_imagenet1k_{variant}/feature_vector/2",
-                size, dim, "tf2", True, params=params, family="efficientnetv2",
-                gflops=gflops, imagenet_top1=top1, reference=_EFFNETV2_PAPER,
+                size,
+                dim,
+                "tf2",
+                True,
+                params=params,
+                family="efficientnetv2",
+                gflops=gflops,
+                imagenet_top1=top1,
+                reference=_EFFNETV2_PAPER,
             )
         )
     entries += [
         Backbone(
-            "mobilenet_v2", f"{_HUB}/google/imagenet/mobilenet_v2_100_224/feature_vector/4",
-            224, 1280, "tf2", True, params=2_257_984, family="mobilenet",
-            gflops=0.30, imagenet_top1=72.0, reference="Sandler et al. 2018, MobileNetV2",
+            "mobilenet_v2",
+            f"{_HUB}/google/imagenet/mobilenet_v2_100_224/feature_vector/4",
+            224,
+            1280,
+            "tf2",
+            True,
+            params=2_257_984,
+            family="mobilenet",
+            gflops=0.30,
+            imagenet_top1=72.0,
+            reference="Sandler et al. 2018, MobileNetV2",
         ),
         Backbone(
             "mobilenet_v3_small",
             f"{_HUB}/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5",
-            224, 1024, "tf2", True, params=1_529_968, family="mobilenet",
-            gflops=0.056, imagenet_top1=67.4, reference="Howard et al. 2019, MobileNetV3",
+            224,
+            1024,
+            "tf2",
+            True,
+            params=1_529_968,
+            family="mobilenet",
+            gflops=0.056,
+            imagenet_top1=67.4,
+            reference="Howard et al. 2019, MobileNetV3",
         ),
         Backbone(
             "mobilenet_v3_large",
             f"{_HUB}/google/imagenet/mobilenet_v3_large_100_224/feature_vector/5",
-            224, 1280, "tf2", True, params=4_226_432, family="mobilenet",
-            gflops=0.219, imagenet_top1=75.2, reference="Howard et al. 2019, MobileNetV3",
+            224,
+            1280,
+            "tf2",
+            True,
+            params=4_226_432,
+            family="mobilenet",
+            gflops=0.219,
+            imagenet_top1=75.2,
+            reference="Howard et al. 2019, MobileNetV3",
         ),
         Backbone(
-            "resnet50_v2", f"{_HUB}/google/imagenet/resnet_v2_50/feature_vector/5",
-            224, 2048, "tf2", True, params=23_564_800, family="resnet",
-            gflops=4.1, imagenet_top1=76.0, reference="He et al. 2016, Identity Mappings",
+            "resnet50_v2",
+            f"{_HUB}/google/imagenet/resnet_v2_50/feature_vector/5",
+            224,
+            2048,
+            "tf2",
+            True,
+            params=23_564_800,
+            family="resnet",
+            gflops=4.1,
+            imagenet_top1=76.0,
+            reference="He et al. 2016, Identity Mappings",
         ),
         Backbone(
-            "inception_v3", f"{_HUB}/google/imagenet/inception_v3/feature_vector/5",
-            299, 2048, "tf2", True, params=21_802_784, family="inception",
-            gflops=5.7, imagenet_top1=77.9, reference="Szegedy et al. 2016, Inception-v3",
+            "inception_v3",
+            f"{_HUB}/google/imagenet/inception_v3/feature_vector/5",
+            299,
+            2048,
+            "tf2",
+            True,
+            params=21_802_784,
+            family="inception",
+            gflops=5.7,
+            imagenet_top1=77.9,
+            reference="Szegedy et al. 2016, Inception-v3",
         ),
         Backbone(
             # BiT accepts any input size; 224 is the size it is usually fine-tuned at.
-            "bit_s_r50x1", f"{_HUB}/google/bit/s-r50x1/1",
-            224, 2048, "tf2", True, family="bit",
+            "bit_s_r50x1",
+            f"{_HUB}/google/bit/s-r50x1/1",
+            224,
+            2048,
+            "tf2",
+            True,
+            family="bit",
             reference="Kolesnikov et al. 2020, Big Transfer (BiT)",
         ),
     ]
@@ -317,8 +383,10 @@ def suggest_fine_tunable(backbone: Backbone, registry: BackboneRegistry | None =
     reg = registry or _DEFAULT
     candidates = [b for b in reg.list() if b.fine_tunable and b.name != backbone.name]
     same_arch = [
-        b for b in candidates
-        if b.family == backbone.family and b.image_size == backbone.image_size
+        b
+        for b in candidates
+        if b.family == backbone.family
+        and b.image_size == backbone.image_size
         and b.feature_dim == backbone.feature_dim
     ]
     same_family = [b for b in candidates if b.family and b.family == backbone.family]
@@ -326,4 +394,3 @@ def suggest_fine_tunable(backbone: Backbone, registry: BackboneRegistry | None =
         if group:
             return min(group, key=lambda b: len(b.name)).name
     return "mobilenet_v2"
-
