@@ -40,8 +40,10 @@ from hubtransfer.registry import (
 
 if TYPE_CHECKING:
     from hubtransfer import offline
+    from hubtransfer.data import ImageCounts, ImageData, load_image_folder, load_tfds
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
+    from hubtransfer.preprocessing import prepare
 
 # Public name -> module that defines it, imported on first attribute access.
 # Submodules are named after concepts, never after the function they export, so that
@@ -51,6 +53,11 @@ _LAZY = {
     "Head": "hubtransfer.model",
     "REPORT_HEAD": "hubtransfer.model",
     "load_backbone_layer": "hubtransfer.loading",
+    "ImageCounts": "hubtransfer.data",
+    "ImageData": "hubtransfer.data",
+    "load_image_folder": "hubtransfer.data",
+    "load_tfds": "hubtransfer.data",
+    "prepare": "hubtransfer.preprocessing",
 }
 _LAZY_MODULES = {"offline"}
 
@@ -65,6 +72,8 @@ __all__ = [
     "ExportError",
     "Head",
     "HubTransferError",
+    "ImageCounts",
+    "ImageData",
     "MissingDependencyError",
     "NotFineTunableError",
     "UnknownBackboneError",
@@ -74,7 +83,10 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "load_backbone_layer",
+    "load_image_folder",
+    "load_tfds",
     "offline",
+    "prepare",
     "register_backbone",
 ]
 

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hubtransfer as ht
+from hubtransfer.preprocessing import preprocess_image
+
+MNV2 = ht.get_backbone("mobilenet_v2")
+
+
+def _dataset(n: int = 6, shape: tuple[int, int] = (50, 70)) -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, *shape, 3)).astype("uint8")
+    images[0] = 0
+    images[1] = 255
+    return tf.data.Dataset.from_tensor_slices((images, np.arange(n) % 2))
+
+
+@pytest.mark.parametrize(
+    ("spec", "size", "low", "high"),
+    [
+        (MNV2, 224, 0.0, 1.0),
+        (ht.get_backbone("efficientnet_b3"), 300, 0.0, 1.0),
+        (ht.get_backbone("inception_v3"), 299, 0.0, 1.0),
+        (dataclasses.replace(MNV2, input_range=(-1.0, 1.0)), 224, -1.0, 1.0),
+    ],
+)
+def test_size_and_range_come_from_backbone(
+    spec: ht.Backbone, size: int, low: float, high: float
+) -> None:
+    images, labels = next(iter(ht.prepare(_dataset(), spec, batch_size=6)))
+    assert images.shape == (6, size, size, 3) and images.dtype == tf.float32
+    values = images.numpy()
+    assert values[0].min() == pytest.approx(low) and values[1].max() == pytest.approx(high)
+    assert values.min() >= low and values.max() <= high
+    assert labels.numpy().tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_centre_crop_keeps_the_middle() -> None:
+    image = np.zeros((80, 80, 3), "uint8")
+    image[10:70, 10:70] = 255  # white centre 75% of each side, black border
+    spec = dataclasses.replace(MNV2, image_size=16)
+    cropped = preprocess_image(tf.constant(image), spec, crop_fraction=0.75).numpy()
+    whole = preprocess_image(tf.constant(image), spec).numpy()
+    assert cropped.min() > 0.99
+    assert whole.min() < 0.01
+
+
+def test_training_shuffles_reproducibly_and_eval_keeps_order() -> None:
+    spec = dataclasses.replace(MNV2, image_size=8)
+    ids = tf.data.Dataset.from_tensor_slices((np.zeros((32, 8, 8, 3), "uint8"), np.arange(32)))
+
+    def labels_of(dataset: tf.data.Dataset) -> list[int]:
+        return [int(y) for _, ys in dataset for y in ys]
+
+    first = labels_of(ht.prepare(ids, spec, training=True, seed=1))
+    again = labels_of(ht.prepare(ids, spec, training=True, seed=1))
+    other = labels_of(ht.prepare(ids, spec, training=True, seed=2))
+    assert first == again and first != other and sorted(first) == list(range(32))
+    assert labels_of(ht.prepare(ids, spec)) == list(range(32))
+
+
+def test_augmentation_is_seeded_and_changes_images() -> None:
+    spec = dataclasses.replace(MNV2, image_size=32)
+    data = _dataset(8, (64, 64))
+
+    def batches(seed: int) -> np.ndarray:
+        ds = ht.prepare(data, spec, training=True, augment=True, seed=seed, batch_size=8)
+        return next(iter(ds))[0].numpy()
+
+    plain = next(iter(ht.prepare(data, spec, batch_size=8)))[0].numpy()
+    assert np.array_equal(batches(5), batches(5))
+    assert not np.array_equal(batches(5), batches(6))
+    assert batches(5).shape == plain.shape == (8, 32, 32, 3)
+    assert batches(5).min() >= 0.0 and batches(5).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"batch_size": 0}, ht.ConfigurationError, r"batch_size must be a positive integer"),
+        ({"crop_fraction": 1.5}, ht.ConfigurationError, r"crop_fraction must be in \(0, 1\]"),
+        ({"shuffle_buffer": -1}, ht.ConfigurationError, r"shuffle_buffer must be"),
+    ],
+)
+def test_bad_prepare_arguments(kwargs: dict[str, object], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        ht.prepare(_dataset(), MNV2, **kwargs)  # type: ignore[arg-type]
+
+
+def test_prepare_rejects_batched_or_unlabelled_data() -> None:
+    with pytest.raises(ht.DatasetError, match=r"unbatched \(image, label\) pairs"):
+        ht.prepare(_dataset().batch(2), MNV2)
+    with pytest.raises(ht.DatasetError, match="element_spec"):
+        ht.prepare(tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 3))), MNV2)
