@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
     from hubtransfer.preprocessing import prepare
+    from hubtransfer.results import BenchmarkReport, BenchmarkResult, EpochRecord
+    from hubtransfer.study import benchmark
 
 # Public name -> module that defines it, imported on first attribute access.
 # Submodules are named after concepts, never after the function they export, so that
@@ -58,6 +60,10 @@ _LAZY = {
     "load_image_folder": "hubtransfer.data",
     "load_tfds": "hubtransfer.data",
     "prepare": "hubtransfer.preprocessing",
+    "benchmark": "hubtransfer.study",
+    "BenchmarkReport": "hubtransfer.results",
+    "BenchmarkResult": "hubtransfer.results",
+    "EpochRecord": "hubtransfer.results",
 }
 _LAZY_MODULES = {"offline"}
 
@@ -67,8 +73,11 @@ __all__ = [
     "BackboneLoadError",
     "BackboneRegistry",
     "BenchmarkError",
+    "BenchmarkReport",
+    "BenchmarkResult",
     "ConfigurationError",
     "DatasetError",
+    "EpochRecord",
     "ExportError",
     "Head",
     "HubTransferError",
@@ -78,6 +87,7 @@ __all__ = [
     "NotFineTunableError",
     "UnknownBackboneError",
     "__version__",
+    "benchmark",
     "build_classifier",
     "errors",
     "get_backbone",

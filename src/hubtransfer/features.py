@@ -1,0 +1,123 @@
+"""The frozen-feature cache: run a frozen backbone once, keep its pooled features.
+
+A frozen backbone gives the same features every epoch, so training a head on cached
+features gives the same model as running the backbone every step, at the cost of one
+forward pass per image. Features stay in memory up to ``memory_limit_bytes`` and spill
+to a file past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from hubtransfer._tf import tf, tf_keras
+
+__all__ = ["DEFAULT_MEMORY_LIMIT_BYTES", "FeatureSet", "extract_features"]
+
+logger = logging.getLogger(__name__)
+
+#: Features larger than this (per split) are written to disk instead of kept in memory.
+DEFAULT_MEMORY_LIMIT_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Pooled features and labels of one split.
+
+    Attributes:
+        features: ``(n, feature_dim)`` float32, an array or a read-only memmap.
+        labels: ``(n,)`` int64.
+        seconds: Wall time of the extraction (the forward pass over the split).
+        path: The file backing ``features`` when it spilled to disk, else None.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    seconds: float
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+        """Batches of ``(features, labels)``, reshuffled each epoch when ``shuffle``."""
+        n = len(self)
+        if self.path is None:
+            ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels))
+            if shuffle:
+                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        # Disk-backed: shuffle indices, read rows from the memmap in batches.
+        features, labels = self.features, self.labels
+        dim = features.shape[1]
+
+        def read(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            order = np.sort(indices)
+            return np.asarray(features[order], np.float32), labels[order]
+
+        index = tf.data.Dataset.range(n)
+        if shuffle:
+            index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = index.batch(batch_size).map(
+            lambda i: tf.numpy_function(read, [i], (tf.float32, tf.int64)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, dim]), tf.ensure_shape(y, [None])))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def extract_features(
+    backbone_layer: tf_keras.layers.Layer,
+    batches: tf.data.Dataset,
+    *,
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+    spill_dir: str | os.PathLike[str] | None = None,
+) -> FeatureSet:
+    """One forward pass of ``backbone_layer`` (inference mode) over batched ``(x, y)``."""
+
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        return backbone_layer(images, training=False)
+
+    start = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    held = 0
+    spill: IO[bytes] | None = None
+    spill_path: Path | None = None
+    dim = 0
+    try:
+        for images, batch_labels in batches:
+            features = np.asarray(forward(images), np.float32)
+            dim = features.shape[1]
+            labels.append(np.asarray(batch_labels, np.int64))
+            if spill is None and held + features.nbytes > memory_limit_bytes:
+                handle, name = tempfile.mkstemp(suffix=".features", dir=spill_dir)
+                spill_path = Path(name)
+                spill = os.fdopen(handle, "wb")
+                for chunk in chunks:
+                    spill.write(chunk.tobytes())
+                chunks = []
+                logger.info("Feature cache past %d bytes: spilling to %s", memory_limit_bytes, name)
+            if spill is not None:
+                spill.write(features.tobytes())
+            else:
+                chunks.append(features)
+            held += features.nbytes
+    finally:
+        if spill is not None:
+            spill.close()
+    all_labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    if spill_path is not None:
+        array: np.ndarray = np.memmap(spill_path, np.float32, "r", shape=(len(all_labels), dim))
+    else:
+        array = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return FeatureSet(array, all_labels, time.perf_counter() - start, spill_path)

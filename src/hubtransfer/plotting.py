@@ -1,0 +1,56 @@
+"""The study's figure: validation-accuracy curves, training time and model size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hubtransfer.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from hubtransfer.results import BenchmarkReport
+
+__all__ = ["plot_report"]
+
+
+def plot_report(report: BenchmarkReport, path: Path) -> Path:
+    """Writes ``report`` as a three-panel PNG at ``path`` and returns the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Plotting needs matplotlib, which is not installed. Install it with "
+            "`pip install 'hubtransfer[plot]'`, or use report.to_markdown() / report.save()."
+        ) from exc
+    ok = [r for r in report.results if r.status == "ok"]
+    labels = [f"{r.backbone}\n{r.mode}" for r in ok]
+    fig, (curves, times, sizes) = plt.subplots(1, 3, figsize=(16, 5))
+    for r in ok:
+        values = [h.val_accuracy for h in r.history if h.val_accuracy is not None]
+        curves.plot(range(1, len(values) + 1), values, marker="o", label=f"{r.backbone} ({r.mode})")
+    curves.set(title="Validation accuracy", xlabel="epoch (all phases)", ylabel="accuracy")
+    curves.grid(alpha=0.3)
+    if ok:
+        curves.legend(fontsize=8)
+    feature = [r.feature_seconds or 0.0 for r in ok]
+    rest = [max((r.train_seconds or 0.0) - f, 0.0) for r, f in zip(ok, feature, strict=True)]
+    times.barh(labels, feature, label="feature extraction")
+    times.barh(labels, rest, left=feature, label="training")
+    times.set(title="Training time", xlabel="seconds")
+    times.legend(fontsize=8)
+    sizes.barh(labels, [(r.model_bytes or 0) / 1e6 for r in ok], color="tab:green")
+    sizes.set(title="Saved model size (.h5)", xlabel="MB")
+    for axis in (times, sizes):
+        axis.tick_params(axis="y", labelsize=8)
+        axis.invert_yaxis()
+    skipped = [f"{r.backbone}/{r.mode}: {r.status}" for r in report.results if r.status != "ok"]
+    if skipped:
+        fig.text(0.01, 0.01, "Not shown: " + "; ".join(skipped), fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 if skipped else 0, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,575 @@
+"""The study as one call: :func:`benchmark` trains and measures backbones x modes.
+
+Frozen backbones without augmentation are run once over the data and their features
+cached; the head trains on the cache, so epochs after the first cost almost nothing.
+Fine-tuning is two-phase: a head warm-up (on the cached features when possible), then
+the whole model at a lower learning rate. Each finished result is appended to
+``output_dir/results.jsonl`` at once, so an interrupted study loses nothing and
+``resume=True`` skips what is done.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hubtransfer._tf import hub, tf, tf_keras
+from hubtransfer.data import ImageData
+from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
+from hubtransfer.features import DEFAULT_MEMORY_LIMIT_BYTES, FeatureSet, extract_features
+from hubtransfer.model import Head, OptimizerName, build_classifier, compile_classifier
+from hubtransfer.preprocessing import prepare
+from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+from hubtransfer.results import (
+    RESULTS_FILE,
+    BenchmarkReport,
+    BenchmarkResult,
+    EpochRecord,
+    Mode,
+    append_result,
+    read_results,
+)
+
+__all__ = ["FINE_TUNE_LR_FACTOR", "benchmark"]
+
+logger = logging.getLogger(__name__)
+
+#: Fine-tuning learning rate = learning_rate * this, unless given (the TF tutorial's 1/10).
+FINE_TUNE_LR_FACTOR = 0.1
+_LATENCY_RUNS = {1: (2, 10), 32: (1, 3)}  # batch size -> (warm-up runs, timed runs)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    epochs: int
+    batch_size: int
+    cache_features: bool
+    head: Head
+    optimizer: OptimizerName
+    learning_rate: float
+    warmup_epochs: int
+    fine_tune_learning_rate: float
+    augment: bool
+    seed: int
+
+
+def _environment() -> dict[str, str]:
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "CPU"
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    return {
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tensorflow_hub": hub.__version__,
+        "device": device,
+        "platform": platform.platform(),
+        "cpu_count": str(os.cpu_count()),
+    }
+
+
+class _EpochTimer(tf_keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _fit(
+    model: tf_keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    epochs: int,
+    phase: str,
+    callbacks: Sequence[tf_keras.callbacks.Callback],
+    verbose: int,
+) -> tuple[list[EpochRecord], float]:
+    timer = _EpochTimer()
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[timer, tf_keras.callbacks.TerminateOnNaN(), *callbacks],
+    ).history
+    seconds = time.perf_counter() - start
+    records = []
+    for i, loss in enumerate(history.get("loss", [])):
+        if not math.isfinite(loss):
+            raise BenchmarkError(
+                f"The training loss became {loss} in epoch {i + 1} of phase {phase!r}. Lower "
+                "the learning rate, or check the data for broken labels."
+            )
+        val_loss = history.get("val_loss", [None] * (i + 1))[i]
+        val_acc = history.get("val_accuracy", [None] * (i + 1))[i]
+        records.append(
+            EpochRecord(
+                epoch=i + 1,
+                phase=phase,
+                loss=float(loss),
+                accuracy=float(history["accuracy"][i]),
+                val_loss=None if val_loss is None else float(val_loss),
+                val_accuracy=None if val_acc is None else float(val_acc),
+                seconds=timer.seconds[i] if i < len(timer.seconds) else float("nan"),
+            )
+        )
+    return records, seconds
+
+
+def _model_bytes(model: tf_keras.Model, target: Path | None) -> int:
+    # The report measured `ls -lh model.h5`: the full classifier saved as HDF5.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = target or Path(tmp) / "model.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():  # "HDF5 is legacy": it is what the report measured
+                warnings.simplefilter("ignore", UserWarning)
+                model.save(path, save_format="h5", include_optimizer=False)
+        except Exception:  # a layer that cannot be serialised: weights are the size anyway
+            logger.debug("Full .h5 save failed; measuring the weights file", exc_info=True)
+            model.save_weights(path, save_format="h5")
+        return path.stat().st_size
+
+
+def _latency(model: tf_keras.Model, spec: Backbone) -> tuple[float, float]:
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+    def infer(images: tf.Tensor) -> tf.Tensor:
+        return model(images, training=False)
+
+    low, high = spec.input_range
+    rng = np.random.default_rng(0)
+    timings = {}
+    for batch, (warmup, runs) in _LATENCY_RUNS.items():
+        x = tf.constant(rng.uniform(low, high, (batch, spec.image_size, spec.image_size, 3)),
+                        tf.float32)  # fmt: skip
+        for _ in range(warmup):
+            infer(x).numpy()
+        start = time.perf_counter()
+        for _ in range(runs):
+            infer(x).numpy()
+        timings[batch] = (time.perf_counter() - start) / runs
+    return timings[1] * 1000.0, 32 / timings[32]
+
+
+def _config(spec: Backbone, mode: Mode, data: ImageData, settings: _Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "backbone": spec.name,
+        "handle": spec.handle,
+        "image_size": spec.image_size,
+        "input_range": list(spec.input_range),
+        "mode": mode,
+        "data": {
+            "source": data.source,
+            "class_names": list(data.class_names),
+            "train": data.counts.train,
+            "validation": data.counts.validation,
+        },
+        **asdict(settings),
+    }
+    config["head"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config["head"].items()}
+    if mode == "frozen":  # fine-tuning settings do not affect a frozen run
+        config.pop("warmup_epochs")
+        config.pop("fine_tune_learning_rate")
+    return config
+
+
+def _config_id(config: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class _Run:
+    """One backbone: shared feature cache, and one method per mode."""
+
+    def __init__(
+        self,
+        spec: Backbone,
+        data: ImageData,
+        settings: _Settings,
+        *,
+        callbacks: Sequence[tf_keras.callbacks.Callback],
+        verbose: int,
+        memory_limit_bytes: int,
+        spill_dir: Path | None,
+        registry: BackboneRegistry | None,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.settings = settings
+        self.callbacks = callbacks
+        self.verbose = verbose
+        self.memory_limit_bytes = memory_limit_bytes
+        self.spill_dir = spill_dir
+        self.registry = registry
+        self._features: tuple[FeatureSet, FeatureSet] | None = None
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.settings.cache_features and not self.settings.augment
+
+    def _build(self, *, trainable: bool, learning_rate: float) -> tf_keras.Model:
+        s = self.settings
+        tf_keras.utils.set_random_seed(s.seed)
+        return build_classifier(
+            self.spec,
+            self.data.num_classes,
+            trainable=trainable,
+            hidden_units=s.head.hidden_units,
+            dropout=s.head.dropout,
+            activation=s.head.activation,
+            optimizer=s.optimizer,
+            learning_rate=learning_rate,
+            registry=self.registry,
+        )
+
+    def _pipeline(self, *, training: bool) -> tf.data.Dataset:
+        s = self.settings
+        split = self.data.train if training else self.data.validation
+        return prepare(
+            split,
+            self.spec,
+            batch_size=s.batch_size,
+            training=training,
+            augment=training and s.augment,
+            seed=s.seed,
+        )
+
+    def features(self, model: tf_keras.Model) -> tuple[FeatureSet, FeatureSet]:
+        if self._features is None:
+            layer = model.get_layer("backbone")
+            extracted = tuple(
+                extract_features(
+                    layer,
+                    self._pipeline(training=False)
+                    if split == "validation"
+                    else prepare(self.data.train, self.spec, batch_size=self.settings.batch_size),
+                    memory_limit_bytes=self.memory_limit_bytes,
+                    spill_dir=self.spill_dir,
+                )
+                for split in ("train", "validation")
+            )
+            self._features = (extracted[0], extracted[1])
+            logger.info(
+                "%s: features of %d + %d images extracted in %.1f s",
+                self.spec.name, len(extracted[0]), len(extracted[1]),
+                extracted[0].seconds + extracted[1].seconds,
+            )  # fmt: skip
+        return self._features
+
+    def _train_head_on_features(
+        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float
+    ) -> tuple[list[EpochRecord], float, float]:
+        train, validation = self.features(model)
+        head = model.get_layer("head")
+        s = self.settings
+        compile_classifier(
+            head, self.data.num_classes, optimizer=s.optimizer,
+            learning_rate=learning_rate,
+        )  # fmt: skip
+        tf_keras.utils.set_random_seed(s.seed)
+        history, seconds = _fit(
+            head,
+            train.dataset(s.batch_size, shuffle=True, seed=s.seed),
+            validation.dataset(s.batch_size),
+            epochs,
+            phase,
+            self.callbacks,
+            self.verbose,
+        )
+        return history, seconds, train.seconds + validation.seconds
+
+    def frozen(self) -> tuple[tf_keras.Model, dict[str, Any]]:
+        s = self.settings
+        model = self._build(trainable=False, learning_rate=s.learning_rate)
+        if self.uses_cache:
+            history, head_s, feature_s = self._train_head_on_features(
+                model, s.epochs, "head", s.learning_rate
+            )
+            return model, {
+                "history": history,
+                "train_seconds": feature_s + head_s,
+                "feature_seconds": feature_s,
+                "head_seconds": head_s,
+            }
+        history, seconds = _fit(
+            model,
+            self._pipeline(training=True),
+            self._pipeline(training=False),
+            s.epochs,
+            "head",
+            self.callbacks,
+            self.verbose,
+        )
+        return model, {"history": history, "train_seconds": seconds}
+
+    def fine_tuned(self) -> tuple[tf_keras.Model, dict[str, Any]]:
+        s = self.settings
+        model = self._build(trainable=True, learning_rate=s.fine_tune_learning_rate)
+        history: list[EpochRecord] = []
+        extra: dict[str, Any] = {}
+        warmup_s = 0.0
+        if s.warmup_epochs and self.uses_cache:
+            history, head_s, feature_s = self._train_head_on_features(
+                model, s.warmup_epochs, "warmup", s.learning_rate
+            )
+            warmup_s = head_s + feature_s
+            extra = {"feature_seconds": feature_s, "head_seconds": head_s}
+        elif s.warmup_epochs:
+            backbone = model.get_layer("backbone")
+            backbone.trainable = False
+            compile_classifier(
+                model, self.data.num_classes, optimizer=s.optimizer,
+                learning_rate=s.learning_rate,
+            )  # fmt: skip
+            history, warmup_s = _fit(
+                model, self._pipeline(training=True), self._pipeline(training=False),
+                s.warmup_epochs, "warmup", self.callbacks, self.verbose,
+            )  # fmt: skip
+            backbone.trainable = True
+        compile_classifier(
+            model, self.data.num_classes, optimizer=s.optimizer,
+            learning_rate=s.fine_tune_learning_rate,
+        )  # fmt: skip
+        tuned, tune_s = _fit(
+            model, self._pipeline(training=True), self._pipeline(training=False),
+            s.epochs, "fine_tune", self.callbacks, self.verbose,
+        )  # fmt: skip
+        return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s, **extra}
+
+
+def _check_positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigurationError(f"{name} must be an integer >= {low}. Received: {name}={value!r}.")
+
+
+def benchmark(
+    backbones: Sequence[str | Backbone] | str | Backbone,
+    data: ImageData,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    fine_tune: bool | Literal["both"] = False,
+    cache_features: bool = True,
+    head: Head | None = None,
+    optimizer: OptimizerName = "adam",
+    learning_rate: float = 1e-3,
+    warmup_epochs: int = 2,
+    fine_tune_learning_rate: float | None = None,
+    augment: bool = False,
+    output_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    callbacks: Sequence[tf_keras.callbacks.Callback] | None = None,
+    seed: int = 0,
+    verbose: int = 0,
+    measure_latency: bool = True,
+    save_models: bool = False,
+    keep_models: bool = False,
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+    registry: BackboneRegistry | None = None,
+) -> BenchmarkReport:
+    """Trains a classifier per backbone and mode, and measures accuracy, time and size.
+
+    Args:
+        backbones: Names or Backbone specs (one, or a sequence).
+        data: The dataset, e.g. from :func:`load_image_folder` or :func:`load_tfds`.
+        epochs: Epochs of the frozen head, and of the fine-tuning phase.
+        batch_size: Batch size of every phase.
+        fine_tune: False (frozen only), True (fine-tuned only) or ``"both"``.
+        cache_features: Run a frozen backbone once and train the head on cached features
+            (ignored with ``augment``, where the backbone must see new crops every step).
+        head: The classification head; ``Head()`` (dropout 0.2 + logits) if None. The
+            report's head is :data:`hubtransfer.REPORT_HEAD`.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
+        learning_rate: Learning rate of the frozen head and of the warm-up.
+        warmup_epochs: Fine-tuning phase 1: epochs of head-only training (on cached
+            features when caching) before the backbone is unfrozen. 0 skips it.
+        fine_tune_learning_rate: Fine-tuning phase 2 learning rate for the whole model;
+            ``learning_rate * FINE_TUNE_LR_FACTOR`` (1/10) if None.
+        augment: Random resized crop + flip on training images.
+        output_dir: Where each result is appended as it finishes (``results.jsonl``), and
+            ``results.json/.csv/.md`` are written at the end.
+        resume: Keep results in ``output_dir`` that match this configuration (status ok or
+            skipped) and run only the rest. With False, an existing log is renamed aside.
+        callbacks: Extra ``tf_keras`` callbacks for every ``fit``.
+        seed: Seeds weights initialisation, shuffling, dropout and augmentation.
+        verbose: Keras progress bars (1) or none (0).
+        measure_latency: Time inference at batch 1 and 32 (warm-up, then timed runs).
+        save_models: Save each trained classifier to ``output_dir/models/*.h5``.
+        keep_models: Keep the trained classifiers on ``report.models``.
+        memory_limit_bytes: Cached features past this size (per split) spill to disk.
+        registry: Where names are looked up; the default registry if None.
+
+    Returns:
+        A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
+        A backbone that fails (load error, NaN loss, out of memory) is recorded
+        ``failed`` and the study goes on; fine-tuning a TF1 module is ``skipped``.
+    """
+    specs = [
+        resolve_backbone(b, registry)
+        for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)
+    ]
+    if not specs:
+        raise ConfigurationError("benchmark() needs at least one backbone. Received: [].")
+    if not isinstance(data, ImageData):
+        raise ConfigurationError(
+            "data must be a hubtransfer.ImageData, from load_image_folder() or load_tfds(). "
+            f"Received: {type(data).__name__}."
+        )
+    if data.counts.validation == 0:
+        raise ConfigurationError(
+            "benchmark() measures validation accuracy, but data has no validation examples. "
+            "Load it with validation_fraction > 0 (image folders) or a validation split."
+        )
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
+    _check_positive("warmup_epochs", warmup_epochs, allow_zero=True)
+    if fine_tune not in (False, True, "both"):
+        raise ConfigurationError(
+            f"fine_tune must be False, True or 'both'. Received: fine_tune={fine_tune!r}."
+        )
+    modes: list[Mode] = (
+        ["frozen", "fine_tuned"]
+        if fine_tune == "both"
+        else ["fine_tuned" if fine_tune else "frozen"]
+    )
+    settings = _Settings(
+        epochs=epochs,
+        batch_size=batch_size,
+        cache_features=cache_features,
+        head=head or Head(),
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs,
+        fine_tune_learning_rate=(
+            fine_tune_learning_rate
+            if fine_tune_learning_rate is not None
+            else learning_rate * FINE_TUNE_LR_FACTOR
+        ),
+        augment=augment,
+        seed=seed,
+    )
+    out = Path(output_dir) if output_dir is not None else None
+    log = out / RESULTS_FILE if out is not None else None
+    previous: dict[str, BenchmarkResult] = {}
+    if log is not None and log.exists():
+        if resume:
+            previous = {r.config_id: r for r in read_results(log) if r.status in ("ok", "skipped")}
+        else:
+            aside = log.with_name(f"results-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+            os.replace(log, aside)
+            logger.info("resume=False: previous results moved to %s", aside)
+    environment = _environment()
+    report = BenchmarkReport()
+    models: dict[tuple[str, str], tf_keras.Model] = {}
+    with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
+        for spec in specs:
+            run = _Run(
+                spec, data, settings, callbacks=list(callbacks or ()), verbose=verbose,
+                memory_limit_bytes=memory_limit_bytes, spill_dir=Path(spill), registry=registry,
+            )  # fmt: skip
+            for mode in modes:
+                config = _config(spec, mode, data, settings)
+                config_id = _config_id(config)
+                if config_id in previous:
+                    logger.info("%s / %s: kept from %s (resume)", spec.name, mode, log)
+                    report.results.append(previous[config_id])
+                    continue
+                logger.info("%s / %s: starting", spec.name, mode)
+                result, model = _run_one(
+                    run, mode, config, config_id, environment, measure_latency,
+                    out / "models" / f"{spec.name}_{mode}.h5" if save_models and out else None,
+                )  # fmt: skip
+                logger.info(
+                    "%s / %s: %s (best val acc %s, %.1f s)", spec.name, mode, result.status,
+                    result.best_val_accuracy, result.train_seconds or 0.0,
+                )  # fmt: skip
+                if log is not None:
+                    append_result(log, result)
+                report.results.append(result)
+                if keep_models and model is not None:
+                    models[result.key] = model
+                del model
+            del run
+            gc.collect()
+    report.models = models
+    if out is not None:
+        report.save(out)
+    return report
+
+
+def _run_one(
+    run: _Run,
+    mode: Mode,
+    config: dict[str, Any],
+    config_id: str,
+    environment: dict[str, str],
+    measure_latency: bool,
+    model_path: Path | None,
+) -> tuple[BenchmarkResult, tf_keras.Model | None]:
+    spec = run.spec
+    common: dict[str, Any] = {
+        "backbone": spec.name,
+        "mode": mode,
+        "image_size": spec.image_size,
+        "handle": spec.handle,
+        "environment": environment,
+        "config": config,
+        "config_id": config_id,
+        "seed": run.settings.seed,
+    }
+    trainer: Callable[[], tuple[tf_keras.Model, dict[str, Any]]] = (
+        run.frozen if mode == "frozen" else run.fine_tuned
+    )
+    try:
+        model, measured = trainer()
+        history: list[EpochRecord] = measured["history"]
+        accuracies = [h.val_accuracy for h in history if h.val_accuracy is not None]
+        last_phase = [h for h in history if h.phase == history[-1].phase]
+        latency_ms, throughput = _latency(model, spec) if measure_latency else (None, None)
+        result = BenchmarkResult(
+            status="ok",
+            history=tuple(history),
+            best_val_accuracy=max(accuracies) if accuracies else None,
+            final_val_accuracy=last_phase[-1].val_accuracy,
+            train_seconds=measured["train_seconds"],
+            feature_seconds=measured.get("feature_seconds"),
+            head_seconds=measured.get("head_seconds"),
+            model_bytes=_model_bytes(model, model_path),
+            params_total=int(model.count_params()),
+            params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            latency_ms=latency_ms,
+            throughput=throughput,
+            **common,
+        )
+        return result, model
+    except NotFineTunableError as exc:
+        return BenchmarkResult(status="skipped", error=str(exc), **common), None
+    except Exception as exc:  # isolate: one backbone's failure must not end the study
+        logger.warning(
+            "%s / %s failed: %s", spec.name, mode, exc, exc_info=logger.isEnabledFor(logging.DEBUG)
+        )
+        return BenchmarkResult(
+            status="failed", error=f"{type(exc).__name__}: {exc}", **common
+        ), None

@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+from conftest import save_tiny_tf1, save_tiny_tf2
+from images import write_colour_folder
+
+import hubtransfer as ht
+from hubtransfer.features import extract_features
+from hubtransfer.registry import Backbone
+from hubtransfer.results import read_results
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backbone]:
+    root = tmp_path_factory.mktemp("study_models")
+    return {
+        "tf2": Backbone("tiny_a", str(save_tiny_tf2(root / "a", SIZE)), SIZE, 8, "tf2", True),
+        "tf2_b": Backbone(
+            "tiny_b", str(save_tiny_tf2(root / "b", SIZE, seed=1)), SIZE, 8, "tf2", True
+        ),
+        "tf1": Backbone("tiny_tf1", str(save_tiny_tf1(root / "t1", SIZE)), SIZE, 8, "tf1", False),
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> ht.ImageData:
+    root = tmp_path_factory.mktemp("colours")
+    write_colour_folder(root, per_class=48, size=(40, 48))
+    return ht.load_image_folder(root, validation_fraction=0.25, seed=0)
+
+
+def test_study_with_both_modes(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    report = ht.benchmark(
+        [models["tf2"], models["tf1"]], data, epochs=4, fine_tune="both", warmup_epochs=1,
+        output_dir=tmp_path, learning_rate=1e-2,
+    )  # fmt: skip
+    keys = [r.key for r in report.results]
+    assert keys == [
+        ("tiny_a", "frozen"), ("tiny_a", "fine_tuned"),
+        ("tiny_tf1", "frozen"), ("tiny_tf1", "fine_tuned"),
+    ]  # fmt: skip
+    frozen = report.get("tiny_a", "frozen")
+    assert frozen.status == "ok" and frozen.best_val_accuracy is not None
+    assert frozen.best_val_accuracy >= 0.8  # chance is 0.5
+    assert [h.phase for h in frozen.history] == ["head"] * 4
+    assert frozen.feature_seconds is not None and frozen.head_seconds is not None
+    assert frozen.train_seconds == pytest.approx(frozen.feature_seconds + frozen.head_seconds)
+    assert frozen.model_bytes and frozen.model_bytes > 0
+    assert (
+        frozen.params_total
+        and frozen.params_trainable
+        and frozen.params_trainable < frozen.params_total
+    )
+    assert (
+        frozen.latency_ms and frozen.latency_ms > 0 and frozen.throughput and frozen.throughput > 0
+    )
+    assert frozen.environment["tensorflow"] == tf.__version__ and frozen.environment["device"]
+    tuned = report.get("tiny_a", "fine_tuned")
+    assert tuned.status == "ok"
+    assert [h.phase for h in tuned.history] == ["warmup"] + ["fine_tune"] * 4
+    assert tuned.params_trainable == tuned.params_total - 16  # BN moving stats stay frozen
+    skipped = report.get("tiny_tf1", "fine_tuned")
+    assert skipped.status == "skipped" and "TF1 Hub module" in (skipped.error or "")
+    assert report.get("tiny_tf1", "frozen").status == "ok"
+
+    logged = read_results(tmp_path / "results.jsonl")
+    assert [r.key for r in logged] == keys
+    assert {"results.json", "results.csv", "results.md"} <= {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "results.json").read_text())[0]["backbone"] == "tiny_a"
+    table = report.to_markdown()
+    assert "| tiny_a | frozen | ok |" in table and "tiny_tf1 / fine_tuned skipped" in table
+
+
+def test_cached_model_is_the_full_classifier(
+    models: dict[str, Backbone], data: ht.ImageData
+) -> None:
+    report = ht.benchmark(models["tf2"], data, epochs=3, keep_models=True, measure_latency=False)
+    result = report.results[0]
+    model = report.models[result.key]
+    assert model.get_layer("backbone") is not None
+    _, accuracy = model.evaluate(ht.prepare(data.validation, models["tf2"]), verbose=0)
+    assert accuracy == pytest.approx(result.final_val_accuracy, abs=1e-6)
+
+
+def test_cached_and_uncached_agree(models: dict[str, Backbone], data: ht.ImageData) -> None:
+    kwargs = {"epochs": 5, "measure_latency": False, "learning_rate": 1e-2}
+    cached = ht.benchmark(models["tf2"], data, cache_features=True, **kwargs).results[0]
+    uncached = ht.benchmark(models["tf2"], data, cache_features=False, **kwargs).results[0]
+    assert uncached.feature_seconds is None and cached.feature_seconds is not None
+    assert cached.best_val_accuracy is not None and uncached.best_val_accuracy is not None
+    assert min(cached.best_val_accuracy, uncached.best_val_accuracy) >= 0.8
+    assert abs(cached.best_val_accuracy - uncached.best_val_accuracy) <= 0.15
+
+
+def test_failures_are_isolated(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    missing = Backbone("missing", str(tmp_path / "nope"), SIZE, 8, "tf2", True)
+    nan_dir = tmp_path / "nan_model"
+
+    class NaNBackbone(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, images: tf.Tensor) -> tf.Tensor:
+            return tf.math.log(-tf.reduce_mean(images, axis=[1, 2]) - 1.0)  # NaN features
+
+    tf.saved_model.save(NaNBackbone(), str(nan_dir))
+    nan = Backbone("nan", str(nan_dir), SIZE, 3, "tf2", True)
+    report = ht.benchmark([missing, nan, models["tf2"]], data, epochs=2, measure_latency=False)
+    statuses = {r.backbone: (r.status, r.error or "") for r in report.results}
+    assert statuses["missing"][0] == "failed" and "BackboneLoadError" in statuses["missing"][1]
+    assert statuses["nan"][0] == "failed" and "loss became nan" in statuses["nan"][1]
+    assert statuses["tiny_a"][0] == "ok"
+    assert "missing / frozen failed" in report.to_markdown()
+
+
+def test_resume_keeps_finished_results(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    class Crash(tf_keras.callbacks.Callback):  # simulates Ctrl-C in the second backbone
+        calls = 0
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            Crash.calls += 1
+            if Crash.calls > 2:
+                raise KeyboardInterrupt
+
+    specs = [models["tf2"], models["tf2_b"]]
+    with pytest.raises(KeyboardInterrupt):
+        ht.benchmark(specs, data, epochs=2, output_dir=tmp_path, callbacks=[Crash()],
+                     measure_latency=False)  # fmt: skip
+    first = read_results(tmp_path / "results.jsonl")
+    assert [r.backbone for r in first] == ["tiny_a"]
+    report = ht.benchmark(specs, data, epochs=2, output_dir=tmp_path, measure_latency=False)
+    assert report.results[0] == first[0]  # kept untouched, not rerun
+    assert report.results[1].backbone == "tiny_b" and report.results[1].status == "ok"
+    assert len(read_results(tmp_path / "results.jsonl")) == 2
+    # A different configuration is not a match: everything runs again.
+    again = ht.benchmark(specs, data, epochs=3, output_dir=tmp_path, measure_latency=False)
+    assert all(len(r.history) == 3 for r in again.results)
+
+
+def test_resume_false_moves_old_log_aside(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    ht.benchmark(models["tf2"], data, epochs=1, output_dir=tmp_path, measure_latency=False)
+    ht.benchmark(models["tf2"], data, epochs=1, output_dir=tmp_path, resume=False,
+                 measure_latency=False)  # fmt: skip
+    assert len(read_results(tmp_path / "results.jsonl")) == 1
+    assert len(list(tmp_path.glob("results-*.jsonl"))) == 1
+
+
+def test_sigkill_mid_study_loses_no_finished_result(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import tf_keras, hubtransfer as ht
+        from hubtransfer.registry import Backbone
+        data = ht.load_image_folder({str(Path(data.source))!r}, validation_fraction=0.25)
+        specs = [Backbone("tiny_a", {models["tf2"].handle!r}, {SIZE}, 8, "tf2", True),
+                 Backbone("tiny_b", {models["tf2_b"].handle!r}, {SIZE}, 8, "tf2", True)]
+        class Kill(tf_keras.callbacks.Callback):
+            n = 0
+            def on_epoch_end(self, epoch, logs=None):
+                Kill.n += 1
+                if Kill.n > 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        ht.benchmark(specs, data, epochs=2, output_dir={str(tmp_path)!r}, callbacks=[Kill()],
+                     measure_latency=False)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    kept = read_results(tmp_path / "results.jsonl")
+    assert [r.backbone for r in kept] == ["tiny_a"] and kept[0].status == "ok"
+    specs = [
+        Backbone("tiny_a", models["tf2"].handle, SIZE, 8, "tf2", True),
+        Backbone("tiny_b", models["tf2_b"].handle, SIZE, 8, "tf2", True),
+    ]
+    fresh = ht.load_image_folder(data.source, validation_fraction=0.25)
+    report = ht.benchmark(specs, fresh, epochs=2, output_dir=tmp_path, measure_latency=False)
+    assert report.results[0] == kept[0]
+    assert report.results[1].status == "ok"
+
+
+def test_feature_cache_spills_to_disk_identically(
+    models: dict[str, Backbone], data: ht.ImageData
+) -> None:
+    layer = ht.load_backbone_layer(models["tf2"])
+    batches = ht.prepare(data.train, models["tf2"], batch_size=16)
+    memory = extract_features(layer, batches)
+    disk = extract_features(layer, batches, memory_limit_bytes=100)
+    assert memory.path is None and disk.path is not None and disk.path.exists()
+    np.testing.assert_allclose(np.asarray(disk.features), memory.features, rtol=1e-6)
+    np.testing.assert_array_equal(disk.labels, memory.labels)
+    from_disk = np.concatenate([x.numpy() for x, _ in disk.dataset(16)])
+    np.testing.assert_allclose(from_disk, memory.features, rtol=1e-6)
+    shuffled = [y.numpy() for _, y in disk.dataset(16, shuffle=True, seed=1)]
+    assert sorted(np.concatenate(shuffled).tolist()) == sorted(memory.labels.tolist())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, r"epochs must be an integer >= 1. Received: epochs=0"),
+        ({"fine_tune": "yes"}, r"fine_tune must be False, True or 'both'"),
+        ({"batch_size": 1.5}, r"batch_size must be an integer >= 1"),
+    ],
+)
+def test_bad_benchmark_arguments(
+    models: dict[str, Backbone], data: ht.ImageData, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ht.ConfigurationError, match=message):
+        ht.benchmark(models["tf2"], data, **kwargs)  # type: ignore[arg-type]
+
+
+def test_benchmark_refuses_data_without_validation(
+    models: dict[str, Backbone], tmp_path: Path
+) -> None:
+    write_colour_folder(tmp_path, per_class=4)
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+    with pytest.raises(ht.ConfigurationError, match="no validation examples"):
+        ht.benchmark(models["tf2"], data)
+    with pytest.raises(ht.UnknownBackboneError):
+        ht.benchmark(["not_a_backbone"], data)
+
+
+def test_report_roundtrip_and_plot(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    report = ht.benchmark(models["tf2"], data, epochs=2, output_dir=tmp_path, measure_latency=False)
+    loaded = ht.BenchmarkReport.load(tmp_path)
+    assert loaded.results == report.results
+    png = report.plot(tmp_path / "study.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with open(tmp_path / "results.csv") as handle:
+        header = handle.readline()
+    assert header.startswith("backbone,mode,status,best_val_accuracy")
+
+
+def test_plot_without_matplotlib_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ht.MissingDependencyError, match=r"pip install 'hubtransfer\[plot\]'"):
+        ht.BenchmarkReport().plot(tmp_path / "x.png")
+
+
+def test_load_of_empty_directory_explains(tmp_path: Path) -> None:
+    with pytest.raises(ht.BenchmarkError, match="No saved study in"):
+        ht.BenchmarkReport.load(tmp_path)
+
+
+def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    good = ht.BenchmarkResult("a", "frozen", "ok", best_val_accuracy=0.9)
+    from hubtransfer.results import append_result
+
+    append_result(tmp_path / "results.jsonl", good)
+    with open(tmp_path / "results.jsonl", "a") as handle:
+        handle.write('{"backbone": "b", "mo')
+    assert read_results(tmp_path / "results.jsonl") == [good]
+    assert os.path.getsize(tmp_path / "results.jsonl") > 0
