@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import save_tiny_tf1, save_tiny_tf2
-from images import write_colour_folder
 
 import hubtransfer as ht
+from conftest import save_tiny_tf1, save_tiny_tf2
 from hubtransfer.features import extract_features
 from hubtransfer.registry import Backbone
 from hubtransfer.results import read_results
+from images import write_colour_folder
 
 SIZE = 32
 
