@@ -41,6 +41,12 @@ from hubtransfer.registry import (
 if TYPE_CHECKING:
     from hubtransfer import offline
     from hubtransfer.data import ImageCounts, ImageData, load_image_folder, load_tfds
+    from hubtransfer.export import (
+        TFLiteEvaluation,
+        evaluate_tflite,
+        export_saved_model,
+        export_tflite,
+    )
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
     from hubtransfer.preprocessing import prepare
@@ -64,6 +70,10 @@ _LAZY = {
     "BenchmarkReport": "hubtransfer.results",
     "BenchmarkResult": "hubtransfer.results",
     "EpochRecord": "hubtransfer.results",
+    "export_tflite": "hubtransfer.export",
+    "export_saved_model": "hubtransfer.export",
+    "evaluate_tflite": "hubtransfer.export",
+    "TFLiteEvaluation": "hubtransfer.export",
 }
 _LAZY_MODULES = {"offline"}
 
@@ -85,11 +95,15 @@ __all__ = [
     "ImageData",
     "MissingDependencyError",
     "NotFineTunableError",
+    "TFLiteEvaluation",
     "UnknownBackboneError",
     "__version__",
     "benchmark",
     "build_classifier",
     "errors",
+    "evaluate_tflite",
+    "export_saved_model",
+    "export_tflite",
     "get_backbone",
     "list_backbones",
     "load_backbone_layer",

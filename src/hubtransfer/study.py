@@ -65,6 +65,7 @@ class _Settings:
     fine_tune_learning_rate: float
     augment: bool
     seed: int
+    export: tuple[str, ...] = ()
 
 
 def _environment() -> dict[str, str]:
@@ -387,6 +388,7 @@ def benchmark(
     save_models: bool = False,
     keep_models: bool = False,
     memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+    export: Sequence[str] = (),
     registry: BackboneRegistry | None = None,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
@@ -419,6 +421,10 @@ def benchmark(
         save_models: Save each trained classifier to ``output_dir/models/*.h5``.
         keep_models: Keep the trained classifiers on ``report.models``.
         memory_limit_bytes: Cached features past this size (per split) spill to disk.
+        export: TFLite modes to export each trained model to and score on the validation
+            split: any of ``"float32"``, ``"dynamic"``, ``"float16"``, ``"int8"`` (int8
+            calibrates on training images). Float32 is added whenever others are asked,
+            as the reference size. Recorded in ``BenchmarkResult.exports``.
         registry: Where names are looked up; the default registry if None.
 
     Returns:
@@ -454,6 +460,14 @@ def benchmark(
         if fine_tune == "both"
         else ["fine_tuned" if fine_tune else "frozen"]
     )
+    allowed_exports = ("float32", "dynamic", "float16", "int8")
+    unknown = [e for e in export if e not in allowed_exports]
+    if unknown or isinstance(export, str):
+        raise ConfigurationError(
+            f"export must be a sequence of TFLite modes from {allowed_exports}. "
+            f"Received: export={export!r}."
+        )
+    exports = tuple(m for m in allowed_exports if m in export or (export and m == "float32"))
     settings = _Settings(
         epochs=epochs,
         batch_size=batch_size,
@@ -469,6 +483,7 @@ def benchmark(
         ),
         augment=augment,
         seed=seed,
+        export=exports,
     )
     out = Path(output_dir) if output_dir is not None else None
     log = out / RESULTS_FILE if out is not None else None
@@ -519,6 +534,29 @@ def benchmark(
     return report
 
 
+def _exports(model: tf_keras.Model, run: _Run) -> dict[str, dict[str, float | int | None]]:
+    from hubtransfer.export import evaluate_tflite, export_tflite
+
+    measured: dict[str, dict[str, float | int | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="hubtransfer-tflite-") as tmp:
+        for mode in run.settings.export:
+            path = export_tflite(
+                model,
+                Path(tmp) / f"{mode}.tflite",
+                quantization=None if mode == "float32" else mode,  # type: ignore[arg-type]
+                representative_data=run.data if mode == "int8" else None,
+                backbone=run.spec,
+            )
+            scored = evaluate_tflite(path, run.data, backbone=run.spec, model=model)
+            measured[mode] = {
+                "bytes": scored.bytes,
+                "val_accuracy": scored.accuracy,
+                "agreement": scored.agreement,
+                "ms_per_image": scored.ms_per_image,
+            }
+    return measured
+
+
 def _run_one(
     run: _Run,
     mode: Mode,
@@ -561,6 +599,7 @@ def _run_one(
             params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
             latency_ms=latency_ms,
             throughput=throughput,
+            exports=_exports(model, run),
             **common,
         )
         return result, model
