@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import colour_images, save_tiny_tf2
-from images import write_colour_folder
 
 import hubtransfer as ht
+from conftest import colour_images, save_tiny_tf2
 from hubtransfer.registry import Backbone
+from images import write_colour_folder
 
 SIZE = 32
 
