@@ -23,21 +23,26 @@ def machine() -> str:
     )
 
 
-def write_jpeg_folder(root: Path, n: int, seed: int = 0) -> Path:
-    """``n`` JPEGs of varied size around 500x375 (like cats_vs_dogs), two learnable classes."""
+def write_jpeg_folder(
+    root: Path, n: int, seed: int = 0, classes: tuple[str, ...] = ("cat", "dog")
+) -> Path:
+    """``n`` JPEGs of varied size around 500x375 (like cats_vs_dogs), learnable classes.
+
+    Class ``i`` is tinted towards colour channel ``i % 3``.
+    """
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     for i in range(n):
-        label = i % 2
-        folder = root / ("cat" if label == 0 else "dog")
+        label = i % len(classes)
+        folder = root / classes[label]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{i:05d}.jpg"
         if path.exists():
             continue
         h, w = int(rng.integers(300, 450)), int(rng.integers(400, 600))
         base = rng.integers(0, 120, (h // 8, w // 8, 3), dtype=np.uint8)
-        base[..., 0 if label == 0 else 2] += 120
+        base[..., label % 3] += 120
         image = Image.fromarray(base).resize((w, h), Image.BILINEAR)
         noise = rng.integers(0, 30, (h, w, 3), dtype=np.uint8)
         array = np.asarray(image, dtype=np.uint8) // 2 + noise

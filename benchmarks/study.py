@@ -62,12 +62,16 @@ def main() -> None:
         runs[cached] = (report, time.perf_counter() - start)
 
     print(f"machine: {machine()}")
-    print(f"data: {args.images} JPEGs (~500x375), {data.counts.train} train / "
-          f"{data.counts.validation} validation, {args.epochs} epochs, batch {args.batch_size}")
+    print(
+        f"data: {args.images} JPEGs (~500x375), {data.counts.train} train / "
+        f"{data.counts.validation} validation, {args.epochs} epochs, batch {args.batch_size}"
+    )
     print("backbones: offline.export_backbone stand-ins (random weights), frozen")
     print()
-    print("| backbone | floor s (1 forward pass) | cached train s | recipe train s | "
-          "cached / floor | recipe / cached |")
+    print(
+        "| backbone | floor s (1 forward pass) | cached train s | recipe train s | "
+        "cached / floor | recipe / cached |"
+    )
     print("|---|---|---|---|---|---|")
     totals = {"floor": 0.0, True: 0.0, False: 0.0}
     for spec in specs:
@@ -76,19 +80,27 @@ def main() -> None:
         totals["floor"] += floor[spec.name]
         totals[True] += cached_s
         totals[False] += recipe_s
-        print(f"| {spec.name} | {floor[spec.name]:.1f} | {cached_s:.1f} | {recipe_s:.1f} | "
-              f"{cached_s / floor[spec.name]:.2f}x | {recipe_s / cached_s:.1f}x |")
-    print(f"| total | {totals['floor']:.1f} | {totals[True]:.1f} | {totals[False]:.1f} | "
-          f"{totals[True] / totals['floor']:.2f}x | {totals[False] / totals[True]:.1f}x |")
+        print(
+            f"| {spec.name} | {floor[spec.name]:.1f} | {cached_s:.1f} | {recipe_s:.1f} | "
+            f"{cached_s / floor[spec.name]:.2f}x | {recipe_s / cached_s:.1f}x |"
+        )
+    print(
+        f"| total | {totals['floor']:.1f} | {totals[True]:.1f} | {totals[False]:.1f} | "
+        f"{totals[True] / totals['floor']:.2f}x | {totals[False] / totals[True]:.1f}x |"
+    )
     print()
-    print(f"wall time of benchmark(): cached {runs[True][1]:.1f} s, recipe {runs[False][1]:.1f} s "
-          f"({runs[False][1] / runs[True][1]:.1f}x)")
+    print(
+        f"wall time of benchmark(): cached {runs[True][1]:.1f} s, recipe {runs[False][1]:.1f} s "
+        f"({runs[False][1] / runs[True][1]:.1f}x)"
+    )
     print(f"study time / floor: {totals[True] / totals['floor']:.2f} (target <= 1.25)")
     print(f"recipe / cached: {totals[False] / totals[True]:.1f} (target >= 5)")
     for cached in (True, False):
         for r in runs[cached][0]:
-            print(f"val acc {'cached' if cached else 'recipe'} {r.backbone}: "
-                  f"best {r.best_val_accuracy:.3f} final {r.final_val_accuracy:.3f}")
+            print(
+                f"val acc {'cached' if cached else 'recipe'} {r.backbone}: "
+                f"best {r.best_val_accuracy:.3f} final {r.final_val_accuracy:.3f}"
+            )
 
 
 if __name__ == "__main__":

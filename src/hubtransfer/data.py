@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hubtransfer._tf import tf
+from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, DatasetError
 
 __all__ = ["ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
@@ -222,8 +223,8 @@ def _image_dataset(paths: list[str], labels: list[int]) -> tf.data.Dataset:
 def load_image_folder(
     path: str | os.PathLike[str],
     *,
-    validation_fraction: float = 0.2,
-    seed: int = 0,
+    validation_fraction: float = DEFAULTS.validation_fraction,
+    seed: int = DEFAULTS.seed,
 ) -> ImageData:
     """Loads images laid out one subfolder per class: ``path/<class>/<image>``.
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from hubtransfer._tf import tf_keras
+from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import BackboneLoadError, ConfigurationError
 from hubtransfer.loading import DEFAULT_TIMEOUT_S, load_backbone_layer
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
@@ -45,7 +46,7 @@ class Head:
     """
 
     hidden_units: tuple[int, ...] = field(default=())
-    dropout: float = 0.2
+    dropout: float = DEFAULTS.dropout
     activation: str = "relu"
 
     def __post_init__(self) -> None:
@@ -161,10 +162,10 @@ def build_classifier(
     *,
     trainable: bool = False,
     hidden_units: Sequence[int] = (),
-    dropout: float = 0.2,
+    dropout: float = DEFAULTS.dropout,
     activation: str = "relu",
     optimizer: OptimizerName | tf_keras.optimizers.Optimizer = "adam",
-    learning_rate: float = 1e-3,
+    learning_rate: float = DEFAULTS.learning_rate,
     registry: BackboneRegistry | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tf_keras.Model:

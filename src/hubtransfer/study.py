@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hubtransfer._tf import hub, tf, tf_keras
+from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
 from hubtransfer.features import DEFAULT_MEMORY_LIMIT_BYTES, FeatureSet, extract_features
@@ -49,7 +50,7 @@ __all__ = ["FINE_TUNE_LR_FACTOR", "benchmark"]
 logger = logging.getLogger(__name__)
 
 #: Fine-tuning learning rate = learning_rate * this, unless given (the TF tutorial's 1/10).
-FINE_TUNE_LR_FACTOR = 0.1
+FINE_TUNE_LR_FACTOR = DEFAULTS.fine_tune_lr_factor
 _LATENCY_RUNS = {1: (2, 10), 32: (1, 3)}  # batch size -> (warm-up runs, timed runs)
 
 
@@ -369,20 +370,20 @@ def benchmark(
     backbones: Sequence[str | Backbone] | str | Backbone,
     data: ImageData,
     *,
-    epochs: int = 10,
-    batch_size: int = 32,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
     fine_tune: bool | Literal["both"] = False,
     cache_features: bool = True,
     head: Head | None = None,
     optimizer: OptimizerName = "adam",
-    learning_rate: float = 1e-3,
-    warmup_epochs: int = 2,
+    learning_rate: float = DEFAULTS.learning_rate,
+    warmup_epochs: int = DEFAULTS.warmup_epochs,
     fine_tune_learning_rate: float | None = None,
     augment: bool = False,
     output_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     callbacks: Sequence[tf_keras.callbacks.Callback] | None = None,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     verbose: int = 0,
     measure_latency: bool = True,
     save_models: bool = False,

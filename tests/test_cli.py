@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow_datasets as tfds
+
+import hubtransfer as ht
+from conftest import save_tiny_tf2
+from hubtransfer.cli import main
+from images import write_colour_folder
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "cats_vs_dogs.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubtransfer.cli", *args], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); from hubtransfer.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, time.perf_counter() - t, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for command in ("backbones", "benchmark", "export", "demo"):
+        assert command in proc.stdout
+    loaded, seconds = proc.stderr.split()
+    assert loaded == "False" and float(seconds) < 1.0
+
+
+def test_backbones_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones", "--pattern", "efficientnet_b?"]) == 0
+    table = capsys.readouterr().out
+    assert "efficientnet_b0" in table and "tf1" in table and "efficientnet_b0_tf2" not in table
+    assert main(["backbones", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == len(ht.list_backbones())
+    assert {"name", "hub_format", "fine_tunable", "image_size", "feature_dim", "params"} <= set(
+        records[0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["benchmark", "--backbones", "mobilenetv2", "--dataset", "x"],
+            "Did you mean 'mobilenet_v2'",
+        ),
+        (
+            ["benchmark", "--backbones", "mobilenet_v2", "--dataset", "/no/such/dir"],
+            "does not exist",
+        ),
+        (["export", "/no/model.h5", "--out", "x.tflite", "--tflite"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    # TensorFlow's own start-up lines (CUDA probing) may precede; ours is one line.
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("hubtransfer:")]
+    assert len(ours) == 1 and ours[0].startswith("hubtransfer: error: ")
+
+
+def test_debug_shows_traceback() -> None:
+    proc = _run("--debug", "benchmark", "--backbones", "nope", "--dataset", "x")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_benchmark_command_writes_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_colour_folder(tmp_path / "data", per_class=10, size=(40, 48))
+    registry = ht.registry.default_registry()
+    spec = ht.Backbone("cli_tiny", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
+    registry.register(spec)
+    try:
+        status = main([
+            "benchmark", "--backbones", "cli_tiny", "--dataset", str(tmp_path / "data"),
+            "--epochs", "2", "--out", str(tmp_path / "out"), "--both", "--report-head",
+        ])  # fmt: skip
+    finally:
+        registry._backbones.pop("cli_tiny")
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "| cli_tiny | frozen | ok |" in out and "| cli_tiny | fine_tuned | ok |" in out
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"results.jsonl", "results.json", "results.csv", "results.md", "study.png"} <= names
+
+
+def test_export_command(tmp_path: Path) -> None:
+    spec = ht.Backbone("t", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
+    model = ht.build_classifier(spec, 2)
+    model.save(tmp_path / "model.h5")
+    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "m.tflite"),
+                 "--tflite", "--quantization", "dynamic"]) == 0  # fmt: skip
+    assert (tmp_path / "m.tflite").stat().st_size > 0
+    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "x.tflite"),
+                 "--tflite", "--quantization", "int8"]) == 2  # fmt: skip
+
+
+def test_example_runs_on_mock_data(tmp_path: Path) -> None:
+    """examples/cats_vs_dogs.py, offline stand-ins at 32 px, one epoch, mock TFDS."""
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("cats_vs_dogs", EXAMPLE)
+    assert module_spec and module_spec.loader
+    example = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(example)
+    start = time.perf_counter()
+    with tfds.testing.mock_data(num_examples=16):
+        report = example.main([
+            "--epochs", "1", "--backbones", "mobilenet_v2,efficientnet_b0",
+            "--offline-dir", str(tmp_path / "models"), "--image-size", "32",
+            "--out", str(tmp_path / "out"),
+        ])  # fmt: skip
+    keys = [(r.backbone, r.mode, r.status) for r in report.results]
+    assert keys == [
+        ("mobilenet_v2", "frozen", "ok"), ("efficientnet_b0", "frozen", "ok"),
+        ("mobilenet_v2", "fine_tuned", "ok"),
+    ]  # fmt: skip
+    assert report.get("mobilenet_v2").image_size == 32
+    assert (tmp_path / "out" / "results.md").exists()
+    assert time.perf_counter() - start < 300
