@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list the registered backbones")
     p.add_argument("--pattern", help="glob on the name, e.g. 'efficientnet*'")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
     p = sub.add_parser("benchmark", help="train and compare backbones on a dataset")
     p.add_argument("--backbones", required=True, help="comma-separated names, e.g. a,b,c")
@@ -105,9 +107,12 @@ def _dataset(args: argparse.Namespace) -> Any:
 def _cmd_backbones(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from hubtransfer.registry import list_backbones
+    from hubtransfer.registry import backbones_markdown, list_backbones
 
     backbones = list_backbones(args.pattern)
+    if args.markdown:
+        print(backbones_markdown(backbones), end="")
+        return 0
     if args.json:
         print(json.dumps([asdict(b) for b in backbones], indent=2))
         return 0

@@ -22,6 +22,7 @@ __all__ = [
     "Backbone",
     "BackboneRegistry",
     "HubFormat",
+    "backbones_markdown",
     "default_registry",
     "get_backbone",
     "list_backbones",
@@ -394,3 +395,19 @@ def suggest_fine_tunable(backbone: Backbone, registry: BackboneRegistry | None =
         if group:
             return min(group, key=lambda b: len(b.name)).name
     return "mobilenet_v2"
+
+
+def backbones_markdown(backbones: Iterable[Backbone] | None = None) -> str:
+    """The registry as a Markdown table (what ``hubtransfer backbones --markdown`` prints)."""
+    rows = [
+        "| name | format | fine-tunable | size | features | params | GFLOPs | top-1 % | handle |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in backbones if backbones is not None else _DEFAULT.list():
+        rows.append(
+            f"| {b.name} | {b.hub_format} | {'yes' if b.fine_tunable else 'no'} | "
+            f"{b.image_size} | {b.feature_dim} | {f'{b.params:,}' if b.params else '-'} | "
+            f"{b.gflops if b.gflops is not None else '-'} | "
+            f"{b.imagenet_top1 if b.imagenet_top1 is not None else '-'} | `{b.handle}` |"
+        )
+    return "\n".join(rows) + "\n"
