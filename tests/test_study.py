@@ -277,3 +277,22 @@ def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
         handle.write('{"backbone": "b", "mo')
     assert read_results(tmp_path / "results.jsonl") == [good]
     assert os.path.getsize(tmp_path / "results.jsonl") > 0
+
+
+def test_seeds_reuse_cached_features_and_are_reproducible(
+    models: dict[str, Backbone], data: ht.ImageData
+) -> None:
+    kwargs = {"epochs": 3, "measure_latency": False, "seeds": 3, "seed": 7}
+    first = ht.benchmark(models["tf2"], data, **kwargs).results[0]
+    again = ht.benchmark(models["tf2"], data, **kwargs).results[0]
+    assert [r.seed for r in first.per_seed] == [7, 8, 9]
+    assert [r.best_val_accuracy for r in first.per_seed] == [
+        r.best_val_accuracy for r in again.per_seed
+    ]
+    summary = first.summary()
+    assert summary is not None and summary.n == 3
+    assert first.best_val_accuracy == pytest.approx(summary.mean)
+    # Features were extracted once: later seeds cost only their head training.
+    assert first.feature_seconds is not None and first.head_seconds is not None
+    assert first.train_seconds == pytest.approx(first.feature_seconds + first.head_seconds)
+    assert first.per_seed[1].train_seconds < first.per_seed[0].train_seconds

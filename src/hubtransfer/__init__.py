@@ -50,7 +50,14 @@ if TYPE_CHECKING:
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
     from hubtransfer.preprocessing import prepare
-    from hubtransfer.results import BenchmarkReport, BenchmarkResult, EpochRecord
+    from hubtransfer.results import (
+        BenchmarkReport,
+        BenchmarkResult,
+        Comparison,
+        EpochRecord,
+        Recommendation,
+        SeedRun,
+    )
     from hubtransfer.study import benchmark
 
 # Public name -> module that defines it, imported on first attribute access.
@@ -70,6 +77,9 @@ _LAZY = {
     "BenchmarkReport": "hubtransfer.results",
     "BenchmarkResult": "hubtransfer.results",
     "EpochRecord": "hubtransfer.results",
+    "SeedRun": "hubtransfer.results",
+    "Comparison": "hubtransfer.results",
+    "Recommendation": "hubtransfer.results",
     "export_tflite": "hubtransfer.export",
     "export_saved_model": "hubtransfer.export",
     "evaluate_tflite": "hubtransfer.export",
@@ -85,6 +95,7 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkReport",
     "BenchmarkResult",
+    "Comparison",
     "ConfigurationError",
     "DatasetError",
     "EpochRecord",
@@ -95,6 +106,8 @@ __all__ = [
     "ImageData",
     "MissingDependencyError",
     "NotFineTunableError",
+    "Recommendation",
+    "SeedRun",
     "TFLiteEvaluation",
     "UnknownBackboneError",
     "__version__",

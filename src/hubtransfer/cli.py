@@ -66,7 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, default=DEFAULTS.validation_fraction)
     p.add_argument("--export", default="", help="TFLite modes to measure: dynamic,float16,int8")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seeds", type=int, default=1, help="repeat each run with N seeds")
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
+
+    p = sub.add_parser("report", help="table, Pareto front and recommendation of a saved study")
+    p.add_argument("dir", type=Path, help="the --out / output_dir of a benchmark")
+    p.add_argument("--recommend", action="store_true", help="recommend within a budget")
+    p.add_argument("--max-size-mb", type=float)
+    p.add_argument("--max-latency-ms", type=float)
+    p.add_argument("--max-train-seconds", type=float)
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="compare two results: backbone or backbone/mode")  # fmt: skip
+    p.add_argument("--plot", type=Path, help="also write the plot to this PNG")
 
     p = sub.add_parser("export", help="export a saved classifier (.h5) to TFLite or serving")
     p.add_argument("model", type=Path, help="a classifier saved as .h5 or .keras")
@@ -142,7 +153,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         fine_tune="both" if args.both else args.fine_tune,
         head=ht.REPORT_HEAD if args.report_head else None, augment=args.augment,
         cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
-        seed=args.seed, verbose=1 if args.verbose else 0, export=exports,
+        seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
     )  # fmt: skip
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
@@ -197,6 +208,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hubtransfer.results import BenchmarkReport
+
+    report = BenchmarkReport.load(args.dir)
+    print(report.to_markdown())
+    front = report.pareto()
+    print("Pareto front (accuracy, train time, size): "
+          + (", ".join(r.label for r in front) or "none"))  # fmt: skip
+    if args.compare:
+        print(report.compare(*args.compare).text)
+    if args.recommend:
+        advice = report.recommend(
+            max_model_mb=args.max_size_mb, max_latency_ms=args.max_latency_ms,
+            max_train_seconds=args.max_train_seconds,
+        )  # fmt: skip
+        print(advice.reason)
+    if args.plot:
+        _plot(report, args.plot)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hubtransfer.demo import DISCLAIMER, FULL, QUICK, run_demo
 
@@ -217,6 +249,7 @@ _COMMANDS = {
     "backbones": _cmd_backbones,
     "benchmark": _cmd_benchmark,
     "export": _cmd_export,
+    "report": _cmd_report,
     "demo": _cmd_demo,
 }
 

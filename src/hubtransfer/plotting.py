@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubtransfer.errors import MissingDependencyError
 
@@ -11,6 +11,29 @@ if TYPE_CHECKING:
     from hubtransfer.results import BenchmarkReport
 
 __all__ = ["plot_report"]
+
+
+def _tradeoff(
+    axis: Any, report: BenchmarkReport, attr: str, xlabel: str, scale: float = 1.0
+) -> None:
+    front = {r.key for r in report.pareto()}
+    for r in report.results:
+        summary = r.summary() if r.status == "ok" else None
+        x = getattr(r, attr)
+        if summary is None or x is None:
+            continue
+        error = summary.half_width or 0.0
+        on_front = r.key in front
+        axis.errorbar(
+            x * scale, summary.mean, yerr=error, fmt="o", capsize=3,
+            markersize=9 if on_front else 6,
+            markeredgecolor="black" if on_front else None,
+            markeredgewidth=2 if on_front else 0,
+        )  # fmt: skip
+        axis.annotate(r.label, (x * scale, summary.mean), fontsize=7,
+                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    axis.set(title=f"Accuracy vs {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel="val accuracy")
+    axis.grid(alpha=0.3)
 
 
 def plot_report(report: BenchmarkReport, path: Path) -> Path:
@@ -27,7 +50,8 @@ def plot_report(report: BenchmarkReport, path: Path) -> Path:
         ) from exc
     ok = [r for r in report.results if r.status == "ok"]
     labels = [f"{r.backbone}\n{r.mode}" for r in ok]
-    fig, (curves, times, sizes) = plt.subplots(1, 3, figsize=(16, 5))
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
+    (curves, times, sizes), (vs_time, vs_size, legend_axis) = axes
     for r in ok:
         values = [h.val_accuracy for h in r.history if h.val_accuracy is not None]
         curves.plot(range(1, len(values) + 1), values, marker="o", label=f"{r.backbone} ({r.mode})")
@@ -46,6 +70,16 @@ def plot_report(report: BenchmarkReport, path: Path) -> Path:
     for axis in (times, sizes):
         axis.tick_params(axis="y", labelsize=8)
         axis.invert_yaxis()
+    _tradeoff(vs_time, report, "train_seconds", "training time (s)")
+    _tradeoff(vs_size, report, "model_bytes", "saved size (MB)", scale=1e-6)
+    legend_axis.axis("off")
+    legend_axis.text(
+        0.0, 0.9,
+        "Lower panels: mean best validation accuracy;\n"
+        "error bars: 95% t-interval over seeds (when seeds > 1);\n"
+        "ringed points: the Pareto front (accuracy vs time vs size).",
+        va="top", fontsize=10,
+    )  # fmt: skip
     skipped = [f"{r.backbone}/{r.mode}: {r.status}" for r in report.results if r.status != "ok"]
     if skipped:
         fig.text(0.01, 0.01, "Not shown: " + "; ".join(skipped), fontsize=8)

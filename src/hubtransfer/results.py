@@ -14,13 +14,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from hubtransfer.errors import BenchmarkError
+from hubtransfer.errors import BenchmarkError, ConfigurationError
+from hubtransfer.stats import Summary, summarize, welch_interval
 
 __all__ = [
     "RESULTS_FILE",
     "BenchmarkReport",
     "BenchmarkResult",
+    "Comparison",
     "EpochRecord",
+    "Recommendation",
+    "SeedRun",
     "Mode",
     "Status",
     "append_result",
@@ -58,6 +62,23 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class SeedRun:
+    """One seed's outcome within a result.
+
+    Attributes:
+        seed: The seed.
+        best_val_accuracy: Highest validation accuracy over its epochs.
+        final_val_accuracy: Validation accuracy after its last epoch.
+        train_seconds: Its training time (feature extraction counted in the first seed only).
+    """
+
+    seed: int
+    best_val_accuracy: float | None
+    final_val_accuracy: float | None
+    train_seconds: float
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     """One backbone trained in one mode.
 
@@ -67,9 +88,10 @@ class BenchmarkResult:
         status: ``"ok"``, ``"skipped"`` (e.g. TF1 fine-tuning) or ``"failed"``.
         error: Why it was skipped or failed.
         history: Per-epoch records, in order.
-        best_val_accuracy: Highest validation accuracy over the epochs.
-        final_val_accuracy: Validation accuracy after the last epoch.
-        train_seconds: Total training time: feature extraction + head (+ fine-tuning).
+        best_val_accuracy: Highest validation accuracy over the epochs (mean over seeds).
+        final_val_accuracy: Validation accuracy after the last epoch (mean over seeds).
+        train_seconds: Total training time of all seeds: feature extraction (once) + head
+            (+ fine-tuning).
         feature_seconds: The feature-extraction part (one forward pass), when cached.
         head_seconds: Time spent training the head on cached features.
         model_bytes: Size of the full classifier saved as ``.h5``, as the report measured.
@@ -83,7 +105,8 @@ class BenchmarkResult:
         environment: TF / tf_keras versions, device, platform.
         config: The settings that produced this result (used by ``resume``).
         config_id: Short hash of ``config``.
-        seed: Random seed of the run.
+        seed: Random seed of the (first) run; seed ``seed + i`` ran the i-th repeat.
+        per_seed: One :class:`SeedRun` per seed (``history`` is the first seed's).
     """
 
     backbone: str
@@ -108,6 +131,7 @@ class BenchmarkResult:
     config: dict[str, Any] = field(default_factory=dict)
     config_id: str = ""
     seed: int = 0
+    per_seed: tuple[SeedRun, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -124,7 +148,74 @@ class BenchmarkResult:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["history"] = tuple(EpochRecord(**h) for h in values.get("history", ()))
+        values["per_seed"] = tuple(SeedRun(**r) for r in values.get("per_seed", ()))
         return cls(**values)
+
+    def summary(self, metric: str = "best_val_accuracy", level: float = 0.95) -> Summary | None:
+        """Mean, std and t-interval of ``metric`` over the seeds (None without values)."""
+        values = self.seed_values(metric)
+        return summarize(values, level) if values else None
+
+    def seed_values(self, metric: str = "best_val_accuracy") -> list[float]:
+        """The per-seed values of ``best_val_accuracy`` or ``final_val_accuracy``."""
+        if metric not in ("best_val_accuracy", "final_val_accuracy"):
+            raise ConfigurationError(
+                "metric must be 'best_val_accuracy' or 'final_val_accuracy'. "
+                f"Received: metric={metric!r}."
+            )
+        runs = self.per_seed or (
+            (SeedRun(self.seed, self.best_val_accuracy, self.final_val_accuracy, 0.0),)
+            if self.status == "ok"
+            else ()
+        )
+        return [v for r in runs if (v := getattr(r, metric)) is not None]
+
+    @property
+    def label(self) -> str:
+        """``"backbone (mode)"``."""
+        return f"{self.backbone} ({self.mode})"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The difference between two results, with its confidence interval.
+
+    Attributes:
+        a: The first result's label.
+        b: The second result's label.
+        metric: What was compared.
+        difference: ``mean(a) - mean(b)``.
+        ci_low: Lower end of the interval (None with fewer than 2 seeds each).
+        ci_high: Upper end.
+        level: Confidence level.
+        distinguishable: Whether the interval excludes zero.
+        text: The finding in words.
+    """
+
+    a: str
+    b: str
+    metric: str
+    difference: float
+    ci_low: float | None
+    ci_high: float | None
+    level: float
+    distinguishable: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The best result within a budget, and why.
+
+    Attributes:
+        result: The recommended result, or None when nothing fits the budget.
+        reason: One paragraph: what it beat, by how much, what the budget excluded.
+        excluded: Labels of the results the budget ruled out, with the reason.
+    """
+
+    result: BenchmarkResult | None
+    reason: str
+    excluded: tuple[str, ...] = ()
 
 
 _CSV_COLUMNS = (
@@ -132,6 +223,15 @@ _CSV_COLUMNS = (
     "train_seconds", "feature_seconds", "head_seconds", "model_bytes", "params_total",
     "params_trainable", "latency_ms", "throughput", "image_size", "seed", "error",
 )  # fmt: skip
+
+
+def _acc(result: BenchmarkResult, metric: str) -> str:
+    summary = result.summary(metric) if result.status == "ok" else None
+    if summary is None:
+        return "-"
+    if summary.half_width is None:
+        return f"{summary.mean:.3f}"
+    return f"{summary.mean:.3f} ± {summary.half_width:.3f}"
 
 
 def _fmt(value: float | int | None, spec: str) -> str:
@@ -172,18 +272,193 @@ class BenchmarkReport:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         notes = []
+        seeded = any(len(r.per_seed) > 1 for r in self.results)
         for r in self.results:
             size = r.model_bytes / 1e6 if r.model_bytes is not None else None
             lines.append(
-                f"| {r.backbone} | {r.mode} | {r.status} | {_fmt(r.best_val_accuracy, '.3f')} | "
-                f"{_fmt(r.final_val_accuracy, '.3f')} | {_fmt(r.train_seconds, '.1f')} | "
+                f"| {r.backbone} | {r.mode} | {r.status} | {_acc(r, 'best_val_accuracy')} | "
+                f"{_acc(r, 'final_val_accuracy')} | {_fmt(r.train_seconds, '.1f')} | "
                 f"{_fmt(r.feature_seconds, '.1f')} | {_fmt(size, '.1f')} | "
                 f"{_fmt(r.params_total, ',')} | {_fmt(r.latency_ms, '.1f')} | "
                 f"{_fmt(r.throughput, '.1f')} |"
             )
             if r.status != "ok" and r.error:
                 notes.append(f"- {r.backbone} / {r.mode} {r.status}: {r.error}")
+        if seeded:
+            notes.insert(0, "Accuracies: mean ± half-width of the 95% t-interval over seeds.")
         return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+
+    def _find(self, which: str | tuple[str, str]) -> BenchmarkResult:
+        if isinstance(which, tuple):
+            return self.get(*which)  # type: ignore[arg-type]
+        backbone, _, mode = which.partition("/")
+        if mode:
+            return self.get(backbone, mode)  # type: ignore[arg-type]
+        matches = [r for r in self.results if r.backbone == backbone]
+        if len(matches) != 1:
+            raise BenchmarkError(
+                f"{which!r} names {len(matches)} results; say which mode, e.g. "
+                f"'{backbone}/frozen' or ('{backbone}', 'fine_tuned')."
+            )
+        return matches[0]
+
+    def compare(
+        self,
+        a: str | tuple[str, str],
+        b: str | tuple[str, str],
+        *,
+        metric: str = "best_val_accuracy",
+        level: float = 0.95,
+    ) -> Comparison:
+        """How ``a`` and ``b`` differ in ``metric``, and whether seeds' noise can explain it.
+
+        ``a`` and ``b`` are ``"backbone"``, ``"backbone/mode"`` or ``(backbone, mode)``.
+        The interval is Welch's t-interval over the seeds (needs 2+ seeds each).
+        """
+        ra, rb = self._find(a), self._find(b)
+        va, vb = ra.seed_values(metric), rb.seed_values(metric)
+        if not va or not vb:
+            raise BenchmarkError(
+                f"Cannot compare {ra.label} ({ra.status}) and {rb.label} ({rb.status}): "
+                f"both need {metric} values. Compare results whose status is 'ok'."
+            )
+        interval = welch_interval(va, vb, level)
+        sa, sb = summarize(va, level), summarize(vb, level)
+        what = metric.replace("_", " ")
+        pct = f"{level:.0%}"
+        head = (
+            f"{ra.label} scores {_pm(sa)} and {rb.label} {_pm(sb)} ({what}, mean"
+            f"{' ± ' + pct + ' t-interval half-width' if sa.n > 1 or sb.n > 1 else ''} over "
+            f"{sa.n} and {sb.n} seed(s))."
+        )
+        if interval.low is None or interval.high is None:
+            text = (
+                f"{head} The difference is {interval.difference:+.3f}, but with fewer than two "
+                "seeds each it cannot be told from seed noise: rerun with seeds >= 3."
+            )
+        else:
+            verdict = (
+                "distinguishable from seed noise"
+                if interval.excludes_zero
+                else "not distinguishable from seed noise"
+            )
+            text = (
+                f"{head} The difference, {interval.difference:+.3f} ({pct} CI "
+                f"{interval.low:+.3f} to {interval.high:+.3f}), is {verdict} at the {pct} level."
+            )
+        return Comparison(
+            ra.label, rb.label, metric, interval.difference, interval.low, interval.high,
+            level, interval.excludes_zero, text,
+        )  # fmt: skip
+
+    def pareto(
+        self, objectives: Sequence[str] = ("accuracy", "train_seconds", "model_bytes")
+    ) -> list[BenchmarkResult]:
+        """The results no other result beats on every objective (the Pareto front).
+
+        Objectives: ``"accuracy"`` (best validation accuracy, maximised),
+        ``"final_accuracy"`` (maximised), and ``"train_seconds"``, ``"model_bytes"``,
+        ``"latency_ms"``, ``"params_total"`` (minimised). Only ``ok`` results with every
+        objective measured take part. Equal results do not dominate each other.
+        """
+        unknown = [o for o in objectives if o not in _OBJECTIVES]
+        if unknown or not objectives:
+            raise ConfigurationError(
+                f"Unknown Pareto objective(s) {unknown}. Allowed: {sorted(_OBJECTIVES)}."
+            )
+        points = [
+            (r, [_OBJECTIVES[o](r) for o in objectives]) for r in self.results if r.status == "ok"
+        ]
+        scored = [(r, vals) for r, vals in points if None not in vals]
+
+        def dominates(p: list[Any], q: list[Any]) -> bool:
+            return all(x >= y for x, y in zip(p, q, strict=True)) and any(
+                x > y for x, y in zip(p, q, strict=True)
+            )
+
+        return [r for r, p in scored if not any(dominates(q, p) for _, q in scored)]
+
+    def recommend(
+        self,
+        *,
+        max_model_mb: float | None = None,
+        max_latency_ms: float | None = None,
+        max_train_seconds: float | None = None,
+        metric: str = "best_val_accuracy",
+    ) -> Recommendation:
+        """The most accurate result that fits the budget, with a one-paragraph reason.
+
+        A budget nothing fits returns ``Recommendation(None, reason)``, not an exception.
+        """
+        max_bytes = None if max_model_mb is None else max_model_mb * 1e6
+        limits = [
+            ("size", "model_bytes", max_bytes, "MB", 1e6),
+            ("latency", "latency_ms", max_latency_ms, "ms", 1.0),
+            ("train time", "train_seconds", max_train_seconds, "s", 1.0),
+        ]  # fmt: skip
+        fits: list[BenchmarkResult] = []
+        excluded: list[str] = []
+        for r in self.results:
+            if r.status != "ok" or not r.seed_values(metric):
+                excluded.append(f"{r.label}: {r.status}")
+                continue
+            over = []
+            for name, attr, limit, unit, scale in limits:
+                if limit is None:
+                    continue
+                value = getattr(r, attr)
+                if value is None:
+                    over.append(f"{name} not measured")
+                elif value > limit:
+                    over.append(f"{name} {value / scale:.1f} {unit} > {limit / scale:.1f} {unit}")
+            if over:
+                excluded.append(f"{r.label}: {', '.join(over)}")
+            else:
+                fits.append(r)
+        budget = (
+            ", ".join(
+                f"{name} <= {limit / scale:g} {unit}"
+                for name, _, limit, unit, scale in limits
+                if limit is not None
+            )
+            or "no budget"
+        )
+        if not fits:
+            return Recommendation(
+                None,
+                f"No result fits the budget ({budget}). "
+                + ("Excluded: " + "; ".join(excluded) + ". " if excluded else "")
+                + "Relax the budget, or benchmark smaller backbones (e.g. mobilenet_v3_small).",
+                tuple(excluded),
+            )
+        ranked = sorted(fits, key=lambda r: -summarize(r.seed_values(metric)).mean)
+        best = ranked[0]
+        what = metric.replace("_", " ")
+        reason = [
+            f"Use {best.label}: the highest {what} ({_pm(summarize(best.seed_values(metric)))}) "
+            f"of the {len(fits)} result(s) within the budget ({budget})."
+        ]
+        if len(ranked) > 1:
+            runner = ranked[1]
+            comparison = self.compare(best.key, runner.key, metric=metric)
+            noise = (
+                "a difference seed noise cannot explain"
+                if comparison.distinguishable
+                else "a difference within seed noise"
+                if comparison.ci_low is not None
+                else "untested against seed noise (one seed each)"
+            )
+            reason.append(
+                f"It beat the runner-up, {runner.label}, by {comparison.difference:.3f} ({noise})."
+            )
+        if best.model_bytes is not None:
+            reason.append(
+                f"It saves to {best.model_bytes / 1e6:.1f} MB and trained in "
+                f"{best.train_seconds or 0:.0f} s."
+            )
+        if excluded:
+            reason.append("Excluded: " + "; ".join(excluded) + ".")
+        return Recommendation(best, " ".join(reason), tuple(excluded))
 
     def to_records(self) -> list[dict[str, Any]]:
         """Every result as a JSON-ready dict."""
@@ -237,6 +512,22 @@ class BenchmarkReport:
         from hubtransfer.plotting import plot_report
 
         return plot_report(self, Path(path))
+
+
+def _pm(summary: Summary) -> str:
+    if summary.half_width is None:
+        return f"{summary.mean:.3f}"
+    return f"{summary.mean:.3f} ± {summary.half_width:.3f}"
+
+
+_OBJECTIVES: dict[str, Any] = {
+    "accuracy": lambda r: s.mean if (s := r.summary("best_val_accuracy")) else None,
+    "final_accuracy": lambda r: s.mean if (s := r.summary("final_val_accuracy")) else None,
+    "train_seconds": lambda r: None if r.train_seconds is None else -r.train_seconds,
+    "model_bytes": lambda r: None if r.model_bytes is None else -r.model_bytes,
+    "latency_ms": lambda r: None if r.latency_ms is None else -r.latency_ms,
+    "params_total": lambda r: None if r.params_total is None else -r.params_total,
+}
 
 
 def _atomic_write(path: Path, text: str) -> None:

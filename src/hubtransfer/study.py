@@ -41,6 +41,7 @@ from hubtransfer.results import (
     BenchmarkResult,
     EpochRecord,
     Mode,
+    SeedRun,
     append_result,
     read_results,
 )
@@ -67,6 +68,7 @@ class _Settings:
     augment: bool
     seed: int
     export: tuple[str, ...] = ()
+    seeds: int = 1
 
 
 def _environment() -> dict[str, str]:
@@ -230,9 +232,9 @@ class _Run:
     def uses_cache(self) -> bool:
         return self.settings.cache_features and not self.settings.augment
 
-    def _build(self, *, trainable: bool, learning_rate: float) -> tf_keras.Model:
+    def _build(self, *, trainable: bool, learning_rate: float, seed: int) -> tf_keras.Model:
         s = self.settings
-        tf_keras.utils.set_random_seed(s.seed)
+        tf_keras.utils.set_random_seed(seed)
         return build_classifier(
             self.spec,
             self.data.num_classes,
@@ -245,7 +247,7 @@ class _Run:
             registry=self.registry,
         )
 
-    def _pipeline(self, *, training: bool) -> tf.data.Dataset:
+    def _pipeline(self, *, training: bool, seed: int = 0) -> tf.data.Dataset:
         s = self.settings
         split = self.data.train if training else self.data.validation
         return prepare(
@@ -254,7 +256,7 @@ class _Run:
             batch_size=s.batch_size,
             training=training,
             augment=training and s.augment,
-            seed=s.seed,
+            seed=seed,
         )
 
     def features(self, model: tf_keras.Model) -> tuple[FeatureSet, FeatureSet]:
@@ -280,7 +282,7 @@ class _Run:
         return self._features
 
     def _train_head_on_features(
-        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float
+        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float, seed: int
     ) -> tuple[list[EpochRecord], float, float]:
         train, validation = self.features(model)
         head = model.get_layer("head")
@@ -289,10 +291,10 @@ class _Run:
             head, self.data.num_classes, optimizer=s.optimizer,
             learning_rate=learning_rate,
         )  # fmt: skip
-        tf_keras.utils.set_random_seed(s.seed)
+        tf_keras.utils.set_random_seed(seed)
         history, seconds = _fit(
             head,
-            train.dataset(s.batch_size, shuffle=True, seed=s.seed),
+            train.dataset(s.batch_size, shuffle=True, seed=seed),
             validation.dataset(s.batch_size),
             epochs,
             phase,
@@ -301,12 +303,12 @@ class _Run:
         )
         return history, seconds, train.seconds + validation.seconds
 
-    def frozen(self) -> tuple[tf_keras.Model, dict[str, Any]]:
+    def frozen(self, seed: int) -> tuple[tf_keras.Model, dict[str, Any]]:
         s = self.settings
-        model = self._build(trainable=False, learning_rate=s.learning_rate)
+        model = self._build(trainable=False, learning_rate=s.learning_rate, seed=seed)
         if self.uses_cache:
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.epochs, "head", s.learning_rate
+                model, s.epochs, "head", s.learning_rate, seed
             )
             return model, {
                 "history": history,
@@ -316,7 +318,7 @@ class _Run:
             }
         history, seconds = _fit(
             model,
-            self._pipeline(training=True),
+            self._pipeline(training=True, seed=seed),
             self._pipeline(training=False),
             s.epochs,
             "head",
@@ -325,15 +327,15 @@ class _Run:
         )
         return model, {"history": history, "train_seconds": seconds}
 
-    def fine_tuned(self) -> tuple[tf_keras.Model, dict[str, Any]]:
+    def fine_tuned(self, seed: int) -> tuple[tf_keras.Model, dict[str, Any]]:
         s = self.settings
-        model = self._build(trainable=True, learning_rate=s.fine_tune_learning_rate)
+        model = self._build(trainable=True, learning_rate=s.fine_tune_learning_rate, seed=seed)
         history: list[EpochRecord] = []
         extra: dict[str, Any] = {}
         warmup_s = 0.0
         if s.warmup_epochs and self.uses_cache:
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.warmup_epochs, "warmup", s.learning_rate
+                model, s.warmup_epochs, "warmup", s.learning_rate, seed
             )
             warmup_s = head_s + feature_s
             extra = {"feature_seconds": feature_s, "head_seconds": head_s}
@@ -345,7 +347,7 @@ class _Run:
                 learning_rate=s.learning_rate,
             )  # fmt: skip
             history, warmup_s = _fit(
-                model, self._pipeline(training=True), self._pipeline(training=False),
+                model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
                 s.warmup_epochs, "warmup", self.callbacks, self.verbose,
             )  # fmt: skip
             backbone.trainable = True
@@ -354,7 +356,7 @@ class _Run:
             learning_rate=s.fine_tune_learning_rate,
         )  # fmt: skip
         tuned, tune_s = _fit(
-            model, self._pipeline(training=True), self._pipeline(training=False),
+            model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
             s.epochs, "fine_tune", self.callbacks, self.verbose,
         )  # fmt: skip
         return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s, **extra}
@@ -384,6 +386,7 @@ def benchmark(
     resume: bool = True,
     callbacks: Sequence[tf_keras.callbacks.Callback] | None = None,
     seed: int = DEFAULTS.seed,
+    seeds: int = 1,
     verbose: int = 0,
     measure_latency: bool = True,
     save_models: bool = False,
@@ -417,6 +420,9 @@ def benchmark(
             skipped) and run only the rest. With False, an existing log is renamed aside.
         callbacks: Extra ``tf_keras`` callbacks for every ``fit``.
         seed: Seeds weights initialisation, shuffling, dropout and augmentation.
+        seeds: Repeat every backbone x mode with seeds ``seed, seed + 1, ...``; results
+            carry per-seed values and their mean and t-interval. A frozen cached study
+            reuses the features, so extra seeds retrain only the head.
         verbose: Keras progress bars (1) or none (0).
         measure_latency: Time inference at batch 1 and 32 (warm-up, then timed runs).
         save_models: Save each trained classifier to ``output_dir/models/*.h5``.
@@ -452,6 +458,7 @@ def benchmark(
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     _check_positive("warmup_epochs", warmup_epochs, allow_zero=True)
+    _check_positive("seeds", seeds)
     if fine_tune not in (False, True, "both"):
         raise ConfigurationError(
             f"fine_tune must be False, True or 'both'. Received: fine_tune={fine_tune!r}."
@@ -485,6 +492,7 @@ def benchmark(
         augment=augment,
         seed=seed,
         export=exports,
+        seeds=seeds,
     )
     out = Path(output_dir) if output_dir is not None else None
     log = out / RESULTS_FILE if out is not None else None
@@ -578,29 +586,56 @@ def _run_one(
         "config_id": config_id,
         "seed": run.settings.seed,
     }
-    trainer: Callable[[], tuple[tf_keras.Model, dict[str, Any]]] = (
+    trainer: Callable[[int], tuple[tf_keras.Model, dict[str, Any]]] = (
         run.frozen if mode == "frozen" else run.fine_tuned
     )
     try:
-        model, measured = trainer()
+        model: tf_keras.Model | None = None
+        measured: dict[str, Any] = {}
+        per_seed: list[SeedRun] = []
+        total_seconds = 0.0
+        head_seconds: float | None = None
+        for i in range(run.settings.seeds):
+            seed = run.settings.seed + i
+            trained, outcome = trainer(seed)
+            history_i: list[EpochRecord] = outcome["history"]
+            seconds = outcome["train_seconds"]
+            if i > 0:  # the cached features were extracted once, for the first seed
+                seconds -= outcome.get("feature_seconds") or 0.0
+            total_seconds += seconds
+            if outcome.get("head_seconds") is not None:
+                head_seconds = (head_seconds or 0.0) + outcome["head_seconds"]
+            accuracies_i = [h.val_accuracy for h in history_i if h.val_accuracy is not None]
+            last = [h for h in history_i if h.phase == history_i[-1].phase][-1]
+            per_seed.append(
+                SeedRun(
+                    seed, max(accuracies_i) if accuracies_i else None, last.val_accuracy, seconds
+                )
+            )
+            if model is None:
+                model, measured = trained, outcome
+            else:
+                del trained
+        assert model is not None  # seeds >= 1
         history: list[EpochRecord] = measured["history"]
-        accuracies = [h.val_accuracy for h in history if h.val_accuracy is not None]
-        last_phase = [h for h in history if h.phase == history[-1].phase]
+        best = [r.best_val_accuracy for r in per_seed if r.best_val_accuracy is not None]
+        final = [r.final_val_accuracy for r in per_seed if r.final_val_accuracy is not None]
         latency_ms, throughput = _latency(model, spec) if measure_latency else (None, None)
         result = BenchmarkResult(
             status="ok",
             history=tuple(history),
-            best_val_accuracy=max(accuracies) if accuracies else None,
-            final_val_accuracy=last_phase[-1].val_accuracy,
-            train_seconds=measured["train_seconds"],
+            best_val_accuracy=sum(best) / len(best) if best else None,
+            final_val_accuracy=sum(final) / len(final) if final else None,
+            train_seconds=total_seconds,
             feature_seconds=measured.get("feature_seconds"),
-            head_seconds=measured.get("head_seconds"),
+            head_seconds=head_seconds,
             model_bytes=_model_bytes(model, model_path),
             params_total=int(model.count_params()),
             params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
             latency_ms=latency_ms,
             throughput=throughput,
             exports=_exports(model, run),
+            per_seed=tuple(per_seed),
             **common,
         )
         return result, model
