@@ -192,11 +192,12 @@ def _config(spec: Backbone, mode: Mode, data: ImageData, settings: _Settings) ->
         },
         **asdict(settings),
     }
-    config["head"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config["head"].items()}
     if mode == "frozen":  # fine-tuning settings do not affect a frozen run
         config.pop("warmup_epochs")
         config.pop("fine_tune_learning_rate")
-    return config
+    # As it will read back from JSON (tuples become lists), so records compare equal.
+    loaded: dict[str, Any] = json.loads(json.dumps(config))
+    return loaded
 
 
 def _config_id(config: dict[str, Any]) -> str:
