@@ -7,12 +7,13 @@ inside the full classifier.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from hubtransfer._tf import tf_keras
+from hubtransfer._tf import tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import BackboneLoadError, ConfigurationError
 from hubtransfer.loading import DEFAULT_TIMEOUT_S, load_backbone_layer
@@ -21,6 +22,7 @@ from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
 __all__ = [
     "REPORT_HEAD",
     "Head",
+    "MixedPrecision",
     "OptimizerName",
     "build_classifier",
     "build_head",
@@ -30,6 +32,23 @@ __all__ = [
 
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 _OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+MixedPrecision = Literal["mixed_float16", "mixed_bfloat16"]
+_POLICIES: tuple[str, ...] = get_args(MixedPrecision)
+
+
+def check_mixed_precision(policy: object) -> MixedPrecision | None:
+    """``policy`` if it is None or an allowed mixed-precision policy name."""
+    if policy is not None and policy not in _POLICIES:
+        raise ConfigurationError(
+            f"mixed_precision must be None, {', '.join(map(repr, _POLICIES))}. "
+            f"Received: mixed_precision={policy!r}."
+        )
+    return policy  # type: ignore[return-value]
+
+
+def strategy_scope(strategy: tf.distribute.Strategy | None) -> Any:
+    """``strategy.scope()``, or a no-op context without a strategy."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
 
 
 @dataclass(frozen=True)
@@ -119,7 +138,8 @@ def compile_classifier(
     num_classes: int,
     *,
     optimizer: OptimizerName | tf_keras.optimizers.Optimizer = "adam",
-    learning_rate: float = 1e-3,
+    learning_rate: float = DEFAULTS.learning_rate,
+    mixed_precision: MixedPrecision | None = None,
 ) -> tf_keras.Model:
     """Compiles ``model`` (logits out) with the loss and accuracy for ``num_classes``.
 
@@ -129,6 +149,9 @@ def compile_classifier(
     """
     num_classes = _check_num_classes(num_classes)
     opt = make_optimizer(optimizer, learning_rate)
+    if check_mixed_precision(mixed_precision) == "mixed_float16":
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+        opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
     if num_classes == 2:
         loss: tf_keras.losses.Loss = tf_keras.losses.BinaryCrossentropy(from_logits=True)
         metric: tf_keras.metrics.Metric = tf_keras.metrics.BinaryAccuracy(
@@ -141,18 +164,33 @@ def compile_classifier(
     return model
 
 
-def build_head(feature_dim: int, num_classes: int, head: Head = Head()) -> tf_keras.Model:
-    """The head alone: pooled features ``(batch, feature_dim)`` -> logits."""
+def build_head(
+    feature_dim: int,
+    num_classes: int,
+    head: Head = Head(),
+    *,
+    mixed_precision: MixedPrecision | None = None,
+) -> tf_keras.Model:
+    """The head alone: pooled features ``(batch, feature_dim)`` -> logits.
+
+    Under ``mixed_precision`` the hidden layers compute in low precision; the logits layer
+    stays float32, so the loss is computed in float32.
+    """
     num_classes = _check_num_classes(num_classes)
+    policy = check_mixed_precision(mixed_precision) or "float32"
     inputs = tf_keras.Input(shape=(feature_dim,), name="features")
     x = inputs
     for i, units in enumerate(head.hidden_units):
-        x = tf_keras.layers.Dense(units, activation=head.activation, name=f"hidden_{i}")(x)
+        x = tf_keras.layers.Dense(
+            units, activation=head.activation, name=f"hidden_{i}", dtype=policy
+        )(x)
         if head.dropout:
-            x = tf_keras.layers.Dropout(head.dropout, name=f"dropout_{i}")(x)
+            x = tf_keras.layers.Dropout(head.dropout, name=f"dropout_{i}", dtype=policy)(x)
     if head.dropout and not head.hidden_units:
-        x = tf_keras.layers.Dropout(head.dropout, name="dropout")(x)
-    outputs = tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits")(x)
+        x = tf_keras.layers.Dropout(head.dropout, name="dropout", dtype=policy)(x)
+    outputs = tf_keras.layers.Dense(
+        1 if num_classes == 2 else num_classes, name="logits", dtype="float32"
+    )(x)
     return tf_keras.Model(inputs, outputs, name="head")
 
 
@@ -168,6 +206,8 @@ def build_classifier(
     learning_rate: float = DEFAULTS.learning_rate,
     registry: BackboneRegistry | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    strategy: tf.distribute.Strategy | None = None,
+    mixed_precision: MixedPrecision | None = None,
 ) -> tf_keras.Model:
     """A compiled ``tf_keras`` classifier: backbone -> head -> logits.
 
@@ -187,6 +227,11 @@ def build_classifier(
         learning_rate: Learning rate for a named optimizer.
         registry: Where to look names up; the default registry if None.
         timeout: Seconds a network operation may block while fetching the backbone.
+        strategy: A ``tf.distribute`` strategy; every variable (backbone, head,
+            optimizer) is created under its scope, so ``fit`` runs distributed.
+        mixed_precision: ``"mixed_float16"`` (with loss scaling) or ``"mixed_bfloat16"``
+            for the head; the logits and loss stay float32. The Hub layer stays float32:
+            its SavedModel is traced for float32 inputs (see docs/scaling.md).
 
     Raises:
         ConfigurationError: A bad argument (checked before anything is loaded).
@@ -197,6 +242,27 @@ def build_classifier(
     head = Head(tuple(hidden_units), dropout, activation)
     num_classes = _check_num_classes(num_classes)
     make_optimizer(optimizer, learning_rate)  # validate before any download
+    check_mixed_precision(mixed_precision)
+    with strategy_scope(strategy):
+        return _build(
+            spec, num_classes, head, trainable=trainable, optimizer=optimizer,
+            learning_rate=learning_rate, registry=registry, timeout=timeout,
+            mixed_precision=mixed_precision,
+        )  # fmt: skip
+
+
+def _build(
+    spec: Backbone,
+    num_classes: int,
+    head: Head,
+    *,
+    trainable: bool,
+    optimizer: OptimizerName | tf_keras.optimizers.Optimizer,
+    learning_rate: float,
+    registry: BackboneRegistry | None,
+    timeout: float,
+    mixed_precision: MixedPrecision | None,
+) -> tf_keras.Model:
     layer = load_backbone_layer(spec, trainable=trainable, registry=registry, timeout=timeout)
     inputs = tf_keras.Input(shape=(spec.image_size, spec.image_size, 3), name="image")
     features = layer(inputs)
@@ -207,6 +273,9 @@ def build_classifier(
             "feature-vector model (not a classification model), or fix feature_dim with "
             "dataclasses.replace()."
         )
-    outputs = build_head(spec.feature_dim, num_classes, head)(features)
-    model = tf_keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
-    return compile_classifier(model, num_classes, optimizer=optimizer, learning_rate=learning_rate)
+    head_model = build_head(spec.feature_dim, num_classes, head, mixed_precision=mixed_precision)
+    model = tf_keras.Model(inputs, head_model(features), name=f"{spec.name}_classifier")
+    return compile_classifier(
+        model, num_classes, optimizer=optimizer, learning_rate=learning_rate,
+        mixed_precision=mixed_precision,
+    )  # fmt: skip

@@ -32,7 +32,15 @@ from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
 from hubtransfer.features import DEFAULT_MEMORY_LIMIT_BYTES, FeatureSet, extract_features
-from hubtransfer.model import Head, OptimizerName, build_classifier, compile_classifier
+from hubtransfer.model import (
+    Head,
+    MixedPrecision,
+    OptimizerName,
+    build_classifier,
+    check_mixed_precision,
+    compile_classifier,
+    strategy_scope,
+)
 from hubtransfer.preprocessing import prepare
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
 from hubtransfer.results import (
@@ -69,6 +77,8 @@ class _Settings:
     seed: int
     export: tuple[str, ...] = ()
     seeds: int = 1
+    mixed_precision: str | None = None
+    strategy: str | None = None  # the strategy's class name, for the config record
 
 
 def _environment() -> dict[str, str]:
@@ -218,7 +228,9 @@ class _Run:
         memory_limit_bytes: int,
         spill_dir: Path | None,
         registry: BackboneRegistry | None,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
+        self.strategy = strategy
         self.spec = spec
         self.data = data
         self.settings = settings
@@ -246,7 +258,17 @@ class _Run:
             optimizer=s.optimizer,
             learning_rate=learning_rate,
             registry=self.registry,
+            strategy=self.strategy,
+            mixed_precision=s.mixed_precision,  # type: ignore[arg-type]
         )
+
+    def _compile(self, model: tf_keras.Model, learning_rate: float) -> None:
+        with strategy_scope(self.strategy):
+            compile_classifier(
+                model, self.data.num_classes, optimizer=self.settings.optimizer,
+                learning_rate=learning_rate,
+                mixed_precision=self.settings.mixed_precision,  # type: ignore[arg-type]
+            )  # fmt: skip
 
     def _pipeline(self, *, training: bool, seed: int = 0) -> tf.data.Dataset:
         s = self.settings
@@ -288,10 +310,7 @@ class _Run:
         train, validation = self.features(model)
         head = model.get_layer("head")
         s = self.settings
-        compile_classifier(
-            head, self.data.num_classes, optimizer=s.optimizer,
-            learning_rate=learning_rate,
-        )  # fmt: skip
+        self._compile(head, learning_rate)
         tf_keras.utils.set_random_seed(seed)
         history, seconds = _fit(
             head,
@@ -343,19 +362,13 @@ class _Run:
         elif s.warmup_epochs:
             backbone = model.get_layer("backbone")
             backbone.trainable = False
-            compile_classifier(
-                model, self.data.num_classes, optimizer=s.optimizer,
-                learning_rate=s.learning_rate,
-            )  # fmt: skip
+            self._compile(model, s.learning_rate)
             history, warmup_s = _fit(
                 model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
                 s.warmup_epochs, "warmup", self.callbacks, self.verbose,
             )  # fmt: skip
             backbone.trainable = True
-        compile_classifier(
-            model, self.data.num_classes, optimizer=s.optimizer,
-            learning_rate=s.fine_tune_learning_rate,
-        )  # fmt: skip
+        self._compile(model, s.fine_tune_learning_rate)
         tuned, tune_s = _fit(
             model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
             s.epochs, "fine_tune", self.callbacks, self.verbose,
@@ -394,6 +407,8 @@ def benchmark(
     keep_models: bool = False,
     memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
     export: Sequence[str] = (),
+    strategy: tf.distribute.Strategy | None = None,
+    mixed_precision: MixedPrecision | None = None,
     registry: BackboneRegistry | None = None,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
@@ -433,6 +448,10 @@ def benchmark(
             split: any of ``"float32"``, ``"dynamic"``, ``"float16"``, ``"int8"`` (int8
             calibrates on training images). Float32 is added whenever others are asked,
             as the reference size. Recorded in ``BenchmarkResult.exports``.
+        strategy: A ``tf.distribute`` strategy: models, heads and optimizers are created
+            under its scope; ``batch_size`` is the global batch.
+        mixed_precision: ``"mixed_float16"`` or ``"mixed_bfloat16"`` for the head (the Hub
+            layer stays float32; see :func:`build_classifier`).
         registry: Where names are looked up; the default registry if None.
 
     Returns:
@@ -494,6 +513,8 @@ def benchmark(
         seed=seed,
         export=exports,
         seeds=seeds,
+        mixed_precision=check_mixed_precision(mixed_precision),
+        strategy=None if strategy is None else type(strategy).__name__,
     )
     out = Path(output_dir) if output_dir is not None else None
     log = out / RESULTS_FILE if out is not None else None
@@ -513,6 +534,7 @@ def benchmark(
             run = _Run(
                 spec, data, settings, callbacks=list(callbacks or ()), verbose=verbose,
                 memory_limit_bytes=memory_limit_bytes, spill_dir=Path(spill), registry=registry,
+                strategy=strategy,
             )  # fmt: skip
             for mode in modes:
                 config = _config(spec, mode, data, settings)
