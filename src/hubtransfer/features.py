@@ -12,9 +12,10 @@ import logging
 import os
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -74,6 +75,23 @@ class FeatureSet:
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
+_FORWARDS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _forward(layer: tf_keras.layers.Layer) -> Any:
+    # One traced function per layer, reused across calls (and splits): tracing a large
+    # backbone takes seconds.
+    if layer not in _FORWARDS:
+        ref = weakref.ref(layer)  # a strong reference would keep the entry alive forever
+
+        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            return ref()(images, training=False)
+
+        _FORWARDS[layer] = forward
+    return _FORWARDS[layer]
+
+
 def extract_features(
     backbone_layer: tf_keras.layers.Layer,
     batches: tf.data.Dataset,
@@ -82,11 +100,7 @@ def extract_features(
     spill_dir: str | os.PathLike[str] | None = None,
 ) -> FeatureSet:
     """One forward pass of ``backbone_layer`` (inference mode) over batched ``(x, y)``."""
-
-    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
-    def forward(images: tf.Tensor) -> tf.Tensor:
-        return backbone_layer(images, training=False)
-
+    forward = _forward(backbone_layer)
     start = time.perf_counter()
     chunks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
