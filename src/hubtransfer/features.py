@@ -82,11 +82,12 @@ def _forward(layer: tf_keras.layers.Layer) -> Any:
     # One traced function per layer, reused across calls (and splits): tracing a large
     # backbone takes seconds.
     if layer not in _FORWARDS:
-        ref = weakref.ref(layer)  # a strong reference would keep the entry alive forever
+        ref: weakref.ReferenceType[Any] = weakref.ref(layer)  # strong: entry never freed
 
         @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
         def forward(images: tf.Tensor) -> tf.Tensor:
-            return ref()(images, training=False)
+            target: Any = ref()
+            return target(images, training=False)
 
         _FORWARDS[layer] = forward
     return _FORWARDS[layer]
