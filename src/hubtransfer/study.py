@@ -283,26 +283,38 @@ class _Run:
         )
 
     def features(self, model: tf_keras.Model) -> tuple[FeatureSet, FeatureSet]:
+        """Train and validation features of the frozen backbone, extracted once per run."""
         if self._features is None:
             layer = model.get_layer("backbone")
-            extracted = tuple(
+            train, validation = (
                 extract_features(
                     layer,
-                    self._pipeline(training=False)
-                    if split == "validation"
-                    else prepare(self.data.train, self.spec, batch_size=self.settings.batch_size),
+                    prepare(split, self.spec, batch_size=self.settings.batch_size),
                     memory_limit_bytes=self.memory_limit_bytes,
                     spill_dir=self.spill_dir,
                 )
-                for split in ("train", "validation")
+                for split in (self.data.train, self.data.validation)
             )
-            self._features = (extracted[0], extracted[1])
+            self._features = (train, validation)
             logger.info(
                 "%s: features of %d + %d images extracted in %.1f s",
-                self.spec.name, len(extracted[0]), len(extracted[1]),
-                extracted[0].seconds + extracted[1].seconds,
+                self.spec.name, len(train), len(validation), train.seconds + validation.seconds,
             )  # fmt: skip
         return self._features
+
+    def _fit_end_to_end(
+        self, model: tf_keras.Model, epochs: int, phase: str, seed: int
+    ) -> tuple[list[EpochRecord], float]:
+        """Trains the full model, the backbone running every step."""
+        return _fit(
+            model,
+            self._pipeline(training=True, seed=seed),
+            self._pipeline(training=False),
+            epochs,
+            phase,
+            self.callbacks,
+            self.verbose,
+        )
 
     def _train_head_on_features(
         self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float, seed: int
@@ -336,15 +348,7 @@ class _Run:
                 "feature_seconds": feature_s,
                 "head_seconds": head_s,
             }
-        history, seconds = _fit(
-            model,
-            self._pipeline(training=True, seed=seed),
-            self._pipeline(training=False),
-            s.epochs,
-            "head",
-            self.callbacks,
-            self.verbose,
-        )
+        history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed)
         return model, {"history": history, "train_seconds": seconds}
 
     def fine_tuned(self, seed: int) -> tuple[tf_keras.Model, dict[str, Any]]:
@@ -363,16 +367,10 @@ class _Run:
             backbone = model.get_layer("backbone")
             backbone.trainable = False
             self._compile(model, s.learning_rate)
-            history, warmup_s = _fit(
-                model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
-                s.warmup_epochs, "warmup", self.callbacks, self.verbose,
-            )  # fmt: skip
+            history, warmup_s = self._fit_end_to_end(model, s.warmup_epochs, "warmup", seed)
             backbone.trainable = True
         self._compile(model, s.fine_tune_learning_rate)
-        tuned, tune_s = _fit(
-            model, self._pipeline(training=True, seed=seed), self._pipeline(training=False),
-            s.epochs, "fine_tune", self.callbacks, self.verbose,
-        )  # fmt: skip
+        tuned, tune_s = self._fit_end_to_end(model, s.epochs, "fine_tune", seed)
         return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s, **extra}
 
 
