@@ -91,11 +91,15 @@ def test_fetch_failures_become_backbone_load_error(error: Exception) -> None:
 def test_real_resolver_without_network_fails_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real tensorflow_hub resolver, offline: DNS or connect fails, not a hang."""
+    """The real tensorflow_hub resolver on a host that cannot resolve (RFC 2606 .invalid):
+    the same path as a machine without network, and never a download where there is one."""
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    unreachable = dataclasses.replace(
+        ht.get_backbone("mobilenet_v2"), handle="https://tfhub.invalid/google/model/1"
+    )
     start = time.monotonic()
-    with pytest.raises(ht.BackboneLoadError, match=REMOTE):
-        loading.load_backbone_layer(ht.get_backbone("mobilenet_v2"), timeout=5)
+    with pytest.raises(ht.BackboneLoadError, match="https://tfhub.invalid/google/model/1"):
+        loading.load_backbone_layer(unreachable, timeout=5)
     assert time.monotonic() - start < 60
 
 
