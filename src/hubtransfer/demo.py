@@ -44,19 +44,19 @@ class DemoSettings:
         warmup_epochs: Head warm-up epochs before fine-tuning.
     """
 
-    images_per_class: int = 120
+    images_per_class: int = 100
     backbones: tuple[str, ...] = (
         "mobilenet_v2", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
     )  # fmt: skip
     fine_tune: tuple[str, ...] = ("mobilenet_v2",)
     epochs: int = 10
-    fine_tune_epochs: int = 3
+    fine_tune_epochs: int = 2
     warmup_epochs: int = 2
 
 
 FULL = DemoSettings()
 QUICK = DemoSettings(
-    images_per_class=40,
+    images_per_class=32,
     backbones=("mobilenet_v2", "efficientnet_b0"),
     epochs=5,
     fine_tune_epochs=1,
@@ -84,7 +84,7 @@ def write_demo_images(root: Path, per_class: int, seed: int = 0) -> Path:
             coarse = rng.uniform(0, 140, (h // 16 + 1, w // 16 + 1, 3))
             image = tf.image.resize(coarse[None], (h, w)).numpy()[0]
             image += rng.uniform(0, 60, (h, w, 3))
-            image[..., 2 if label == 0 else 0] += rng.uniform(40, 90)
+            image[..., 2 if label == 0 else 0] += rng.uniform(10, 45)  # a faint tint
             encoded = tf.io.encode_jpeg(np.clip(image, 0, 255).astype("uint8"), quality=90)
             path.write_bytes(encoded.numpy())
     return root

@@ -17,7 +17,7 @@ def _tradeoff(
     axis: Any, report: BenchmarkReport, attr: str, xlabel: str, scale: float = 1.0
 ) -> None:
     front = {r.key for r in report.pareto()}
-    for r in report.results:
+    for i, r in enumerate(report.results):
         summary = r.summary() if r.status == "ok" else None
         x = getattr(r, attr)
         if summary is None or x is None:
@@ -31,7 +31,7 @@ def _tradeoff(
             markeredgewidth=2 if on_front else 0,
         )  # fmt: skip
         axis.annotate(r.label, (x * scale, summary.mean), fontsize=7,
-                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
+                      xytext=(4, 4 + 9 * (i % 3)), textcoords="offset points")  # fmt: skip
     axis.set(title=f"Accuracy vs {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel="val accuracy")
     axis.grid(alpha=0.3)
 
@@ -58,7 +58,7 @@ def plot_report(report: BenchmarkReport, path: Path) -> Path:
     curves.set(title="Validation accuracy", xlabel="epoch (all phases)", ylabel="accuracy")
     curves.grid(alpha=0.3)
     if ok:
-        curves.legend(fontsize=8)
+        curves.legend(fontsize=7, loc="best")
     feature = [r.feature_seconds or 0.0 for r in ok]
     rest = [max((r.train_seconds or 0.0) - f, 0.0) for r, f in zip(ok, feature, strict=True)]
     times.barh(labels, feature, label="feature extraction")
