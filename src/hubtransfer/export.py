@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 Quantization = Literal["dynamic", "float16", "int8"]
 _QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+#: What benchmark(export=...) accepts: float32 (no quantization) and every Quantization.
+TFLITE_MODES: tuple[str, ...] = ("float32", *_QUANTIZATIONS)
 #: Calibration samples drawn for int8 when none is said (the peers use a few hundred).
 DEFAULT_CALIBRATION_SAMPLES = 200
 
@@ -322,7 +324,6 @@ def evaluate_tflite(
     out_scale, out_zero = out["quantization"]
     predictions: list[np.ndarray] = []
     labels: list[int] = []
-    keras_predictions: list[np.ndarray] = []
     images_for_keras: list[np.ndarray] = []
     seconds = 0.0
     for image, label in dataset:
@@ -352,8 +353,7 @@ def evaluate_tflite(
     agreement = None
     if model is not None:
         keras_logits = model.predict(np.stack(images_for_keras), verbose=0, batch_size=32)
-        keras_predictions.append(_predict_class(np.asarray(keras_logits)))
-        agreement = float(np.mean(predicted == keras_predictions[0]))
+        agreement = float(np.mean(predicted == _predict_class(np.asarray(keras_logits))))
     return TFLiteEvaluation(
         accuracy=accuracy,
         agreement=agreement,

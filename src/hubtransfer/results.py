@@ -227,11 +227,7 @@ _CSV_COLUMNS = (
 
 def _acc(result: BenchmarkResult, metric: str) -> str:
     summary = result.summary(metric) if result.status == "ok" else None
-    if summary is None:
-        return "-"
-    if summary.half_width is None:
-        return f"{summary.mean:.3f}"
-    return f"{summary.mean:.3f} ± {summary.half_width:.3f}"
+    return "-" if summary is None else _pm(summary)
 
 
 def _fmt(value: float | int | None, spec: str) -> str:

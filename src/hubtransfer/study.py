@@ -505,7 +505,8 @@ def benchmark(
         if fine_tune == "both"
         else ["fine_tuned" if fine_tune else "frozen"]
     )
-    allowed_exports = ("float32", "dynamic", "float16", "int8")
+    from hubtransfer.export import TFLITE_MODES as allowed_exports
+
     unknown = [e for e in export if e not in allowed_exports]
     if unknown or isinstance(export, str):
         raise ConfigurationError(
