@@ -28,6 +28,7 @@ from hubtransfer.errors import (
     HubTransferError,
     MissingDependencyError,
     NotFineTunableError,
+    OutputDirectoryError,
     UnknownBackboneError,
 )
 from hubtransfer.registry import (
@@ -106,6 +107,7 @@ __all__ = [
     "ImageData",
     "MissingDependencyError",
     "NotFineTunableError",
+    "OutputDirectoryError",
     "Recommendation",
     "SeedRun",
     "TFLiteEvaluation",

@@ -16,6 +16,7 @@ __all__ = [
     "HubTransferError",
     "MissingDependencyError",
     "NotFineTunableError",
+    "OutputDirectoryError",
     "UnknownBackboneError",
 ]
 
@@ -54,3 +55,7 @@ class ExportError(HubTransferError, RuntimeError):
 
 class MissingDependencyError(HubTransferError, ImportError):
     """An optional dependency needed for this feature is not installed."""
+
+
+class OutputDirectoryError(HubTransferError, OSError):
+    """An output folder is a file, cannot be written, or another study is using it."""

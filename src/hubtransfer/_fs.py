@@ -1,0 +1,222 @@
+"""Safe writes: every file and directory hubtransfer writes goes through here.
+
+Three rules, so that a kill, a full disk or a second process never loses anything:
+
+- files are written to a unique temporary name beside the target, flushed, then renamed
+  over it (:func:`atomic_write_bytes`);
+- directories are built in a unique staging directory, marked as hubtransfer's with
+  :data:`MARKER`, then swapped in; an existing directory is only ever replaced when it
+  carries the same kind of marker and the caller said ``overwrite=True``
+  (:func:`write_directory`); what hubtransfer did not create is never deleted;
+- one writer per output folder at a time (:func:`exclusive_lock`), released by the
+  operating system when the process dies.
+
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from hubtransfer.errors import HubTransferError, OutputDirectoryError
+
+__all__ = [
+    "MARKER",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_dir",
+    "exclusive_lock",
+    "read_marker",
+    "unique_sibling",
+    "write_directory",
+]
+
+#: File that marks a directory as written by hubtransfer, with its kind.
+MARKER = ".hubtransfer.json"
+
+
+def unique_sibling(path: Path, suffix: str) -> Path:
+    """A name beside ``path`` that no file has yet: ``stem-2.suffix``, ``stem-3...``."""
+    candidate = path.with_name(f"{path.stem}{suffix}")
+    n = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{suffix}")
+        n += 1
+    return candidate
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Writes ``data`` to ``path`` through a unique temporary file and a rename.
+
+    Readers see the old file or the new one, never a mix; two writers never share a
+    temporary name. A directory at ``path`` is refused, not replaced.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory; expected a file path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_marker(directory: Path) -> dict[str, object] | None:
+    """The marker of a directory hubtransfer wrote, or None."""
+    try:
+        data = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_directory(
+    target: str | os.PathLike[str],
+    kind: str,
+    fill: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    error: type[HubTransferError] = HubTransferError,
+    metadata: dict[str, object] | None = None,
+) -> Path:
+    """Builds a directory with ``fill(staging)`` and swaps it in at ``target``.
+
+    ``target`` may be missing or an empty directory. A non-empty directory is replaced
+    only when it holds a marker of the same ``kind`` and ``overwrite`` is True; the old
+    one is renamed aside first and removed only after the new one is in place.
+
+    Raises:
+        error: ``target`` is a file, or a directory this call may not replace.
+    """
+    path = Path(target).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise error(
+            f"{path} is a file, not a directory; a {kind} is a directory. Choose a path that "
+            "does not exist yet (it is created)."
+        )
+    replace_old = False
+    if path.is_dir() and any(path.iterdir()):
+        marker = read_marker(path)
+        if marker is None or marker.get("kind") != kind:
+            raise error(
+                f"{path} already exists and holds files hubtransfer did not write as a {kind}; "
+                "it is left untouched. Choose a new path, or empty that directory first."
+            )
+        if not overwrite:
+            raise error(
+                f"{path} already holds a {kind} from an earlier export. Pass overwrite=True "
+                "(CLI: --overwrite) to replace it, or choose a new path."
+            )
+        replace_old = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-staging-", dir=path.parent))
+    try:
+        fill(staging)
+        atomic_write_text(staging / MARKER, json.dumps({"kind": kind, **(metadata or {})}))
+        if replace_old:
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if path.is_dir():  # empty: rmdir refuses anything else, so nothing is lost
+                path.rmdir()
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
+    """Creates ``directory`` if needed and proves a file can be written in it.
+
+    Raises:
+        OutputDirectoryError: the path is a file, or the directory cannot be created or written.
+    """
+    path = Path(directory).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputDirectoryError(
+            f"{what} {path} is a file; it must be a directory. Choose another path."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hubtransfer-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputDirectoryError(
+            f"{what} {path} is not writable ({exc.strerror or exc}). Choose a directory you "
+            "can write to, or fix its permissions; nothing was run."
+        ) from exc
+    return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, what: str) -> Iterator[None]:
+    """Holds ``directory/.hubtransfer.lock`` for the block; a second holder is refused.
+
+    The operating system releases the lock when the process ends, however it ends, so a
+    killed study never leaves a stale lock behind.
+    """
+    lock_path = directory / ".hubtransfer.lock"
+    handle: IO[str] = open(lock_path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            _lock(handle)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise OutputDirectoryError(
+                f"{what} {directory} is in use by {holder}. One study writes to a folder at a "
+                "time: wait for it to finish, or choose another output folder."
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _lock(handle: IO[str]) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

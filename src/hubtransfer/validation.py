@@ -1,0 +1,87 @@
+"""Argument checks, one helper per kind of value, shared by the library and the CLI.
+
+Every message has one shape: what the parameter must be, what was received, and (where
+there is one) an example of a good value. The CLI reports these errors as they are, so
+a user sees the same words whether they called Python or the command.
+
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Any
+
+from hubtransfer.errors import ConfigurationError
+
+__all__ = [
+    "check_choice",
+    "check_fraction",
+    "check_int",
+    "check_optional_positive_number",
+    "check_positive_number",
+]
+
+
+def _received(name: str, value: object) -> str:
+    return f"Received: {name}={value!r}."
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """An integer (not a bool) >= ``minimum``: epochs, batch sizes, seeds, counts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigurationError(f"{name} must be {what}. {_received(name, value)}")
+    return value
+
+
+def check_positive_number(name: str, value: object, *, example: str = "") -> float:
+    """A finite number > 0: learning rates, budgets, sizes."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        hint = f", e.g. {example}" if example else ""
+        raise ConfigurationError(
+            f"{name} must be a finite number > 0{hint}. {_received(name, value)}"
+        )
+    return float(value)
+
+
+def check_optional_positive_number(name: str, value: object, *, example: str = "") -> float | None:
+    """None, or what :func:`check_positive_number` accepts."""
+    return None if value is None else check_positive_number(name, value, example=example)
+
+
+def check_fraction(
+    name: str, value: object, *, allow_zero: bool = True, example: str = "0.2"
+) -> float:
+    """A share in [0, 1) (or (0, 1) with ``allow_zero=False``)."""
+    low_ok = (lambda v: v >= 0) if allow_zero else (lambda v: v > 0)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low_ok(value)
+        or value >= 1
+    ):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ConfigurationError(
+            f"{name} must be a number in {interval}, e.g. {example}. {_received(name, value)}"
+        )
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Collection[Any]) -> Any:
+    """One of ``allowed`` (a ``Literal``'s values, typically)."""
+    try:
+        ok = value in allowed
+    except TypeError:  # unhashable value against a set
+        ok = False
+    if not ok:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ConfigurationError(f"{name} must be one of {choices}. {_received(name, value)}")
+    return value
