@@ -103,7 +103,7 @@ def test_register_backbone_adds_to_default_registry() -> None:
         ({"input_range": (1.0, 0.0)}, r"low < high"),
         ({"hub_format": "tf1", "fine_tunable": True}, r"Set fine_tunable=False"),
         ({"handle": ""}, r"needs a handle"),
-        ({"name": ""}, r"non-empty string"),
+        ({"name": ""}, r"Backbone name must be letters, digits"),
     ],
 )
 def test_invalid_specs_are_refused(changes: dict[str, object], message: str) -> None:

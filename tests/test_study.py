@@ -219,9 +219,9 @@ def test_feature_cache_spills_to_disk_identically(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": 0}, r"epochs must be an integer >= 1. Received: epochs=0"),
+        ({"epochs": 0}, r"epochs must be a positive integer. Received: epochs=0"),
         ({"fine_tune": "yes"}, r"fine_tune must be False, True or 'both'"),
-        ({"batch_size": 1.5}, r"batch_size must be an integer >= 1"),
+        ({"batch_size": 1.5}, r"batch_size must be a positive integer"),
     ],
 )
 def test_bad_benchmark_arguments(

@@ -11,13 +11,14 @@ import contextlib
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import BackboneLoadError, ConfigurationError
 from hubtransfer.loading import DEFAULT_TIMEOUT_S, load_backbone_layer
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+from hubtransfer.settings import MixedPrecision, OptimizerName
 
 __all__ = [
     "REPORT_HEAD",
@@ -30,9 +31,7 @@ __all__ = [
     "make_optimizer",
 ]
 
-OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 _OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
-MixedPrecision = Literal["mixed_float16", "mixed_bfloat16"]
 _POLICIES: tuple[str, ...] = get_args(MixedPrecision)
 
 

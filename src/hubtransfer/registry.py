@@ -33,6 +33,7 @@ __all__ = [
 
 HubFormat = Literal["tf1", "tf2"]
 _HUB_FORMATS: tuple[str, ...] = get_args(HubFormat)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _REMOTE_HANDLE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -73,9 +74,11 @@ class Backbone:
     reference: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigurationError(
-                f"Backbone name must be a non-empty string. Received: name={self.name!r}."
+                "Backbone name must be letters, digits, '_', '-' or '.', starting with a "
+                "letter or digit (it becomes part of file names), e.g. 'mobilenet_v2_local'. "
+                f"Received: name={self.name!r}."
             )
         if not self.handle:
             raise ConfigurationError(

@@ -6,14 +6,17 @@ This module does not import TensorFlow, so saved studies can be read anywhere.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from hubtransfer._fs import atomic_write_text
 from hubtransfer.errors import BenchmarkError, ConfigurationError
 from hubtransfer.stats import Summary, summarize, welch_interval
 
@@ -30,6 +33,8 @@ __all__ = [
     "append_result",
     "read_results",
 ]
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["frozen", "fine_tuned"]
 Status = Literal["ok", "skipped", "failed"]
@@ -469,15 +474,13 @@ class BenchmarkReport:
             "csv": out / "results.csv",
             "markdown": out / "results.md",
         }
-        _atomic_write(paths["json"], json.dumps(self.to_records(), indent=2) + "\n")
-        _atomic_write(paths["markdown"], self.to_markdown())
-        tmp = paths["csv"].with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for record in self.to_records():
-                writer.writerow(record)
-        os.replace(tmp, paths["csv"])
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.to_records())
+        atomic_write_text(paths["json"], json.dumps(self.to_records(), indent=2) + "\n")
+        atomic_write_text(paths["markdown"], self.to_markdown())
+        atomic_write_text(paths["csv"], buffer.getvalue())
         return paths
 
     @classmethod
@@ -487,13 +490,17 @@ class BenchmarkReport:
         if (root / RESULTS_FILE).exists():
             return cls(_latest_per_key(read_results(root / RESULTS_FILE)))
         if (root / "results.json").exists():
+            path = root / "results.json"
             try:
-                records = json.loads((root / "results.json").read_text())
-                return cls([BenchmarkResult.from_dict(r) for r in records])
-            except (ValueError, TypeError) as exc:
+                records = json.loads(path.read_bytes().decode("utf-8"))
+                if not isinstance(records, list):
+                    raise ValueError(f"a list of records, not {type(records).__name__}")
+                return cls([_record(r) for r in records])
+            except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise BenchmarkError(
-                    f"{root / 'results.json'} is not a saved hubtransfer study ({exc}). "
-                    "Point at the output_dir of a benchmark() run."
+                    f"{path} is not a saved hubtransfer study ({exc}). Point at the "
+                    f"output_dir of a benchmark() run; if {RESULTS_FILE} is there, it is read "
+                    "first."
                 ) from exc
         raise BenchmarkError(
             f"No saved study in {root}: expected {RESULTS_FILE} or results.json. Point at the "
@@ -526,36 +533,72 @@ _OBJECTIVES: dict[str, Any] = {
 }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def append_result(path: Path, result: BenchmarkResult) -> None:
     """Appends one result as a JSON line, in one write, flushed to disk.
 
-    A process killed at any point leaves every earlier line intact; a torn last line
-    (killed inside the write) is ignored by :func:`read_results`.
+    A process killed at any point leaves every earlier line intact. A log whose last line
+    was torn (killed inside the write, or NUL bytes left by a power loss) is first ended
+    with a newline, so the fragment stays a bad line of its own and the new result is
+    readable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(result.to_dict()) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def _record(data: object) -> BenchmarkResult:
+    if not isinstance(data, dict):
+        raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
+    if not isinstance(data.get("backbone"), str) or data.get("mode") not in get_args(Mode):
+        raise ValueError("a record needs a 'backbone' name and a 'mode' (frozen or fine_tuned)")
+    if data.get("status") not in get_args(Status):
+        raise ValueError(f"status must be one of {get_args(Status)}")
+    try:
+        return BenchmarkResult.from_dict(data)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ValueError(f"fields do not match a result ({exc})") from exc
+
+
 def read_results(path: Path) -> list[BenchmarkResult]:
-    """Every complete result line in a JSON-lines log, in order."""
+    """Every readable result line in a JSON-lines log, in order.
+
+    Lines that are not results (torn by a kill, NUL bytes, junk, another format) are
+    skipped and logged as a warning with their line numbers; they never stop a read.
+
+    Raises:
+        BenchmarkError: The log cannot be read at all (permissions, a directory).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BenchmarkError(
+            f"Cannot read the results log {path}: {exc.strerror or exc}. Check that it is a "
+            "readable file, or point at another study folder."
+        ) from exc
     results = []
-    for line in path.read_text().splitlines():
+    bad: list[int] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
         try:
-            results.append(BenchmarkResult.from_dict(json.loads(line)))
-        except (ValueError, TypeError):
-            continue  # a line torn by a kill mid-write
+            results.append(_record(json.loads(line.decode("utf-8"))))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        logger.warning(
+            "%s: skipped %d line(s) that are not results (line %s): torn by an interrupted "
+            "write or edited by hand. Their runs are redone on resume.",
+            path, len(bad), shown,
+        )  # fmt: skip
     return results
 
 

@@ -21,12 +21,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, cast
 
 import numpy as np
 
+from hubtransfer._fs import check_writable_dir, exclusive_lock, unique_sibling
 from hubtransfer._tf import hub, tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
@@ -37,7 +38,6 @@ from hubtransfer.model import (
     MixedPrecision,
     OptimizerName,
     build_classifier,
-    check_mixed_precision,
     compile_classifier,
     strategy_scope,
 )
@@ -53,32 +53,14 @@ from hubtransfer.results import (
     append_result,
     read_results,
 )
+from hubtransfer.settings import FineTune, StudySettings, make_settings, modes_of
+from hubtransfer.validation import check_choice, check_int
 
-__all__ = ["FINE_TUNE_LR_FACTOR", "benchmark"]
+__all__ = ["benchmark"]
 
 logger = logging.getLogger(__name__)
 
-#: Fine-tuning learning rate = learning_rate * this, unless given (the TF tutorial's 1/10).
-FINE_TUNE_LR_FACTOR = DEFAULTS.fine_tune_lr_factor
 _LATENCY_RUNS = {1: (2, 10), 32: (1, 3)}  # batch size -> (warm-up runs, timed runs)
-
-
-@dataclass(frozen=True)
-class _Settings:
-    epochs: int
-    batch_size: int
-    cache_features: bool
-    head: Head
-    optimizer: OptimizerName
-    learning_rate: float
-    warmup_epochs: int
-    fine_tune_learning_rate: float
-    augment: bool
-    seed: int
-    export: tuple[str, ...] = ()
-    seeds: int = 1
-    mixed_precision: str | None = None
-    strategy: str | None = None  # the strategy's class name, for the config record
 
 
 def _environment() -> dict[str, str]:
@@ -153,10 +135,14 @@ def _fit(
 
 
 def _model_bytes(model: tf_keras.Model, target: Path | None) -> int:
+    """Size of the classifier saved as ``.h5``; written atomically to ``target`` if given."""
     # The report measured `ls -lh model.h5`: the full classifier saved as HDF5.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = target or Path(tmp) / "model.h5"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=".hubtransfer-model-", dir=None if target is None else target.parent
+    ) as tmp:
+        path = Path(tmp) / "model.h5"
         try:
             with warnings.catch_warnings():  # "HDF5 is legacy": it is what the report measured
                 warnings.simplefilter("ignore", UserWarning)
@@ -164,7 +150,10 @@ def _model_bytes(model: tf_keras.Model, target: Path | None) -> int:
         except Exception:  # a layer that cannot be serialised: weights are the size anyway
             logger.debug("Full .h5 save failed; measuring the weights file", exc_info=True)
             model.save_weights(path, save_format="h5")
-        return path.stat().st_size
+        size = path.stat().st_size
+        if target is not None:
+            os.replace(path, target)
+        return size
 
 
 class _NoRetracingWarning(logging.Filter):
@@ -206,7 +195,7 @@ def _time_inference(infer: Callable[[tf.Tensor], tf.Tensor], spec: Backbone) -> 
     return timings[1] * 1000.0, 32 / timings[32]
 
 
-def _config(spec: Backbone, mode: Mode, data: ImageData, settings: _Settings) -> dict[str, Any]:
+def _config(spec: Backbone, mode: Mode, data: ImageData, settings: StudySettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "backbone": spec.name,
         "handle": spec.handle,
@@ -240,7 +229,7 @@ class _Run:
         self,
         spec: Backbone,
         data: ImageData,
-        settings: _Settings,
+        settings: StudySettings,
         *,
         callbacks: Sequence[tf_keras.callbacks.Callback],
         verbose: int,
@@ -278,7 +267,7 @@ class _Run:
             learning_rate=learning_rate,
             registry=self.registry,
             strategy=self.strategy,
-            mixed_precision=s.mixed_precision,  # type: ignore[arg-type]
+            mixed_precision=s.mixed_precision,
         )
 
     def _compile(self, model: tf_keras.Model, learning_rate: float) -> None:
@@ -286,7 +275,7 @@ class _Run:
             compile_classifier(
                 model, self.data.num_classes, optimizer=self.settings.optimizer,
                 learning_rate=learning_rate,
-                mixed_precision=self.settings.mixed_precision,  # type: ignore[arg-type]
+                mixed_precision=self.settings.mixed_precision,
             )  # fmt: skip
 
     def _pipeline(self, *, training: bool, seed: int = 0) -> tf.data.Dataset:
@@ -393,19 +382,13 @@ class _Run:
         return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s, **extra}
 
 
-def _check_positive(name: str, value: object, *, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigurationError(f"{name} must be an integer >= {low}. Received: {name}={value!r}.")
-
-
 def benchmark(
     backbones: Sequence[str | Backbone] | str | Backbone,
     data: ImageData,
     *,
     epochs: int = DEFAULTS.epochs,
     batch_size: int = DEFAULTS.batch_size,
-    fine_tune: bool | Literal["both"] = False,
+    fine_tune: FineTune = False,
     cache_features: bool = True,
     head: Head | None = None,
     optimizer: OptimizerName = "adam",
@@ -445,7 +428,7 @@ def benchmark(
         warmup_epochs: Fine-tuning phase 1: epochs of head-only training (on cached
             features when caching) before the backbone is unfrozen. 0 skips it.
         fine_tune_learning_rate: Fine-tuning phase 2 learning rate for the whole model;
-            ``learning_rate * FINE_TUNE_LR_FACTOR`` (1/10) if None.
+            ``learning_rate * DEFAULTS.fine_tune_lr_factor`` (1/10) if None.
         augment: Random resized crop + flip on training images.
         output_dir: Where each result is appended as it finishes (``results.jsonl``), and
             ``results.json/.csv/.md`` are written at the end.
@@ -476,6 +459,15 @@ def benchmark(
         A backbone that fails (load error, NaN loss, out of memory) is recorded
         ``failed`` and the study goes on; fine-tuning a TF1 module is ``skipped``.
     """
+    # Every argument is checked here, before anything is loaded, trained or written.
+    settings = make_settings(
+        epochs=epochs, batch_size=batch_size, cache_features=cache_features, head=head,
+        optimizer=optimizer, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate, augment=augment, seed=seed,
+        seeds=seeds, export=export, mixed_precision=mixed_precision,
+        strategy=None if strategy is None else type(strategy).__name__,
+    )  # fmt: skip
+    modes = cast(list[Mode], list(modes_of(fine_tune)))
     specs = [
         resolve_backbone(b, registry)
         for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)
@@ -492,58 +484,84 @@ def benchmark(
             "benchmark() measures validation accuracy, but data has no validation examples. "
             "Load it with validation_fraction > 0 (image folders) or a validation split."
         )
-    _check_positive("epochs", epochs)
-    _check_positive("batch_size", batch_size)
-    _check_positive("warmup_epochs", warmup_epochs, allow_zero=True)
-    _check_positive("seeds", seeds)
-    if fine_tune not in (False, True, "both"):
+    _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
+    for flag in ("resume", "measure_latency", "save_models", "keep_models"):
+        if not isinstance(locals()[flag], bool):
+            raise ConfigurationError(
+                f"{flag} must be True or False. Received: {flag}={locals()[flag]!r}."
+            )
+    if save_models and output_dir is None:
         raise ConfigurationError(
-            f"fine_tune must be False, True or 'both'. Received: fine_tune={fine_tune!r}."
+            "save_models=True writes each model to output_dir/models/, but output_dir is None. "
+            "Pass output_dir='results/' (CLI: --out), or use keep_models=True to get the "
+            "models in memory."
         )
-    modes: list[Mode] = (
-        ["frozen", "fine_tuned"]
-        if fine_tune == "both"
-        else ["fine_tuned" if fine_tune else "frozen"]
-    )
-    from hubtransfer.export import TFLITE_MODES as allowed_exports
+    if output_dir is None:
+        return _run_study(specs, modes, data, settings, None, resume=resume, callbacks=callbacks,
+                          verbose=verbose, measure_latency=measure_latency, save_models=False,
+                          keep_models=keep_models, memory_limit_bytes=memory_limit_bytes,
+                          strategy=strategy, registry=registry)  # fmt: skip
+    out = check_writable_dir(output_dir, "output_dir")
+    with exclusive_lock(out, "output_dir"):
+        return _run_study(specs, modes, data, settings, out, resume=resume, callbacks=callbacks,
+                          verbose=verbose, measure_latency=measure_latency,
+                          save_models=save_models, keep_models=keep_models,
+                          memory_limit_bytes=memory_limit_bytes, strategy=strategy,
+                          registry=registry)  # fmt: skip
 
-    unknown = [e for e in export if e not in allowed_exports]
-    if unknown or isinstance(export, str):
+
+def _check_runtime(
+    callbacks: object, verbose: object, memory_limit_bytes: object, strategy: object
+) -> None:
+    if callbacks is not None and (
+        isinstance(callbacks, (str, bytes))
+        or not isinstance(callbacks, Sequence)
+        or not all(isinstance(c, tf_keras.callbacks.Callback) for c in callbacks)
+    ):
         raise ConfigurationError(
-            f"export must be a sequence of TFLite modes from {allowed_exports}. "
-            f"Received: export={export!r}."
+            "callbacks must be a list of tf_keras.callbacks.Callback instances (Keras 2; "
+            f"keras 3 callbacks do not work with tf_keras models). Received: {callbacks!r}."
         )
-    exports = tuple(m for m in allowed_exports if m in export or (export and m == "float32"))
-    settings = _Settings(
-        epochs=epochs,
-        batch_size=batch_size,
-        cache_features=cache_features,
-        head=head or Head(),
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        warmup_epochs=warmup_epochs,
-        fine_tune_learning_rate=(
-            fine_tune_learning_rate
-            if fine_tune_learning_rate is not None
-            else learning_rate * FINE_TUNE_LR_FACTOR
-        ),
-        augment=augment,
-        seed=seed,
-        export=exports,
-        seeds=seeds,
-        mixed_precision=check_mixed_precision(mixed_precision),
-        strategy=None if strategy is None else type(strategy).__name__,
-    )
-    out = Path(output_dir) if output_dir is not None else None
+    check_choice("verbose", verbose, (0, 1, 2))
+    check_int("memory_limit_bytes", memory_limit_bytes, minimum=0)
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise ConfigurationError(
+            "strategy must be None or a tf.distribute.Strategy, e.g. "
+            f"tf.distribute.MirroredStrategy(). Received: strategy={strategy!r}."
+        )
+
+
+def _previous_results(log: Path, resume: bool) -> dict[str, BenchmarkResult]:
+    """Results to keep from an earlier run (resume), or the old log moved aside."""
+    if not log.exists():
+        return {}
+    if resume:
+        return {r.config_id: r for r in read_results(log) if r.status in ("ok", "skipped")}
+    aside = unique_sibling(log, f"-{time.strftime('%Y%m%d-%H%M%S')}{log.suffix}")
+    os.replace(log, aside)
+    logger.info("resume=False: previous results moved to %s", aside)
+    return {}
+
+
+def _run_study(
+    specs: list[Backbone],
+    modes: list[Mode],
+    data: ImageData,
+    settings: StudySettings,
+    out: Path | None,
+    *,
+    resume: bool,
+    callbacks: Sequence[tf_keras.callbacks.Callback] | None,
+    verbose: int,
+    measure_latency: bool,
+    save_models: bool,
+    keep_models: bool,
+    memory_limit_bytes: int,
+    strategy: tf.distribute.Strategy | None,
+    registry: BackboneRegistry | None,
+) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
-    previous: dict[str, BenchmarkResult] = {}
-    if log is not None and log.exists():
-        if resume:
-            previous = {r.config_id: r for r in read_results(log) if r.status in ("ok", "skipped")}
-        else:
-            aside = log.with_name(f"results-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-            os.replace(log, aside)
-            logger.info("resume=False: previous results moved to %s", aside)
+    previous = _previous_results(log, resume) if log is not None else {}
     environment = _environment()
     report = BenchmarkReport()
     models: dict[tuple[str, str], tf_keras.Model] = {}
@@ -557,15 +575,19 @@ def benchmark(
             for mode in modes:
                 config = _config(spec, mode, data, settings)
                 config_id = _config_id(config)
-                if config_id in previous:
+                model_path = (
+                    out / "models" / f"{spec.name}_{mode}.h5" if save_models and out else None
+                )
+                if config_id in previous and (
+                    model_path is None or model_path.exists() or previous[config_id].status != "ok"
+                ):
                     logger.info("%s / %s: kept from %s (resume)", spec.name, mode, log)
                     report.results.append(previous[config_id])
                     continue
                 logger.info("%s / %s: starting", spec.name, mode)
                 result, model = _run_one(
-                    run, mode, config, config_id, environment, measure_latency,
-                    out / "models" / f"{spec.name}_{mode}.h5" if save_models and out else None,
-                )  # fmt: skip
+                    run, mode, config, config_id, environment, measure_latency, model_path
+                )
                 logger.info(
                     "%s / %s: %s (best val acc %s, %.1f s)", spec.name, mode, result.status,
                     result.best_val_accuracy, result.train_seconds or 0.0,
