@@ -132,3 +132,69 @@ def test_example_runs_on_mock_data(tmp_path: Path) -> None:
     assert report.get("mobilenet_v2").image_size == 32
     assert (tmp_path / "out" / "results.md").exists()
     assert time.perf_counter() - start < 300
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "epochs must be a positive integer. Received: epochs=0."),
+        (["--learning-rate", "0"], "learning_rate must be a finite number > 0"),
+        (["--seeds", "0"], "seeds must be a positive integer"),
+        (["--export", "int4"], "export must be a sequence of TFLite modes"),
+        (["--validation-fraction", "1.5"], "must be a number in [0, 1), e.g. 0.2"),
+    ],
+)
+def test_benchmark_checks_values_before_exporting_backbones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    offline = tmp_path / "standins"
+    code = main(["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
+                 "--offline-dir", str(offline), "--out", str(tmp_path / "out"), *args])  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not offline.exists() and not (tmp_path / "out").exists()  # no work was done
+
+
+def test_cli_bad_paths_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"\x89HDF not really")
+    cases = [
+        (["export", str(garbage), "--out", str(tmp_path / "m.tflite"), "--tflite"],
+         "Could not read", "--save-models"),
+        (["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
+          "--offline-dir", str(a_file)], "--offline-dir", "is a file"),
+        (["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
+          "--out", str(a_file)], "--out", "is a file"),
+        (["report", str(tmp_path), "--max-size-mb", "-1"],
+         "--max-size-mb must be a finite number > 0", "Received: --max-size-mb=-1.0"),
+    ]  # fmt: skip
+    for args, *expected in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("hubtransfer: error: ") and err.count("\n") == 1, err
+        for text in expected:
+            assert text in err, (args, err)
+
+
+def test_report_plot_prints_where_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hubtransfer.results import BenchmarkResult, SeedRun
+
+    ht.BenchmarkReport([
+        BenchmarkResult("a", "frozen", "ok", best_val_accuracy=0.9, final_val_accuracy=0.9,
+                        train_seconds=1.0, model_bytes=10, per_seed=(SeedRun(0, 0.9, 0.9, 1.0),))
+    ]).save(tmp_path / "study")  # fmt: skip
+    for target, written in [
+        (tmp_path / "plots", tmp_path / "plots" / "study.png"),
+        (tmp_path / "named", tmp_path / "named.png"),
+    ]:
+        if target.name == "plots":
+            target.mkdir()
+        assert main(["report", str(tmp_path / "study"), "--plot", str(target)]) == 0
+        assert f"Plot: {written}\n" in capsys.readouterr().out
+        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

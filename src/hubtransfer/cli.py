@@ -18,7 +18,8 @@ from typing import Any
 
 from hubtransfer._version import __version__
 from hubtransfer.config import DEFAULTS
-from hubtransfer.errors import ConfigurationError, HubTransferError
+from hubtransfer.errors import ConfigurationError, ExportError, HubTransferError
+from hubtransfer.validation import check_fraction, check_optional_positive_number
 
 __all__ = ["main"]
 
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", default="", help="TFLite modes to measure: dynamic,float16,int8")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--seeds", type=int, default=1, help="repeat each run with N seeds")
+    p.add_argument("--save-models", action="store_true",
+                   help="save each classifier to --out/models/*.h5 (for export)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
 
     p = sub.add_parser("report", help="table, Pareto front and recommendation of a saved study")
@@ -143,21 +146,37 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     import hubtransfer as ht
+    from hubtransfer._fs import check_writable_dir
+    from hubtransfer.settings import FineTune, make_settings, modes_of
 
+    # Every value is checked before a backbone is exported or a dataset is read.
+    exports = tuple(m.strip() for m in args.export.split(",") if m.strip())
+    fine_tune: FineTune = "both" if args.both else bool(args.fine_tune)
+    head = ht.REPORT_HEAD if args.report_head else None
+    make_settings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        head=head, augment=args.augment, cache_features=not args.no_cache, seed=args.seed,
+        seeds=args.seeds, export=exports,
+    )  # fmt: skip
+    modes_of(fine_tune)
+    check_fraction("validation_fraction (--validation-fraction)", args.validation_fraction)
+    check_writable_dir(args.out, "--out")
+    if args.offline_dir is not None:
+        check_writable_dir(args.offline_dir, "--offline-dir")
     specs = _backbones(args)
     data = _dataset(args)
-    exports = tuple(m.strip() for m in args.export.split(",") if m.strip())
     report = ht.benchmark(
         specs, data, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        fine_tune="both" if args.both else args.fine_tune,
-        head=ht.REPORT_HEAD if args.report_head else None, augment=args.augment,
+        learning_rate=args.learning_rate, fine_tune=fine_tune, head=head, augment=args.augment,
         cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
         seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
+        save_models=args.save_models,
     )  # fmt: skip
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
     print(f"Results: {args.out}/results.json, results.csv, results.md")
+    if args.save_models:
+        print(f"Models: {args.out}/models/")
     return 0
 
 
@@ -179,9 +198,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"Model file {args.model} does not exist. Pass a classifier saved with "
             "model.save('model.h5') or benchmark(save_models=True)."
         )
-    model = tf_keras.models.load_model(
-        args.model, custom_objects={"KerasLayer": hub.KerasLayer}, compile=False
-    )
+    try:
+        model = tf_keras.models.load_model(
+            args.model, custom_objects={"KerasLayer": hub.KerasLayer}, compile=False
+        )
+    except Exception as exc:  # h5py, Keras and OS errors for a file that is not a model
+        raise ExportError(
+            f"Could not read {args.model} as a Keras classifier ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Pass a model saved "
+            "with model.save('model.h5') or by `hubtransfer benchmark --save-models`."
+        ) from exc
     if args.saved_model:
         if not (args.backbone and args.class_names):
             raise ConfigurationError(
@@ -211,6 +237,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from hubtransfer.results import BenchmarkReport
 
+    for name in ("max_size_mb", "max_latency_ms", "max_train_seconds"):
+        check_optional_positive_number(f"--{name.replace('_', '-')}", getattr(args, name))
     report = BenchmarkReport.load(args.dir)
     print(report.to_markdown())
     front = report.pareto()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubtransfer._fs import atomic_write_bytes
 from hubtransfer.errors import MissingDependencyError
 
 if TYPE_CHECKING:
@@ -37,7 +39,12 @@ def _tradeoff(
 
 
 def plot_report(report: BenchmarkReport, path: Path) -> Path:
-    """Writes ``report`` as a three-panel PNG at ``path`` and returns the path."""
+    """Writes ``report`` as a PNG (written atomically) and returns where it went.
+
+    ``path`` may be a file name (``.png`` is added when it has no suffix) or an existing
+    directory (``study.png`` inside it).
+    """
+    path = png_path(path)
     try:
         import matplotlib
 
@@ -84,7 +91,15 @@ def plot_report(report: BenchmarkReport, path: Path) -> Path:
     if skipped:
         fig.text(0.01, 0.01, "Not shown: " + "; ".join(skipped), fontsize=8)
     fig.tight_layout(rect=(0, 0.04 if skipped else 0, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def png_path(path: Path) -> Path:
+    """Where a plot asked for at ``path`` goes: ``DIR/study.png`` for a directory,
+    ``name.png`` for a name without a suffix, else ``path`` itself."""
+    if path.is_dir():
+        return path / "study.png"
+    return path if path.suffix else path.with_suffix(".png")
