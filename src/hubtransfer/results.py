@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 
 from hubtransfer._fs import atomic_write_text
 from hubtransfer.errors import BenchmarkError, ConfigurationError
+from hubtransfer.metrics import SplitMetrics
 from hubtransfer.stats import Summary, summarize, welch_interval
 
 __all__ = [
@@ -26,11 +27,13 @@ __all__ = [
     "BenchmarkResult",
     "Comparison",
     "EpochRecord",
+    "METRICS",
     "Recommendation",
     "SeedRun",
     "Mode",
     "Status",
     "append_result",
+    "ranking_metric",
     "read_results",
 ]
 
@@ -75,12 +78,23 @@ class SeedRun:
         best_val_accuracy: Highest validation accuracy over its epochs.
         final_val_accuracy: Validation accuracy after its last epoch.
         train_seconds: Its training time (feature extraction counted in the first seed only).
+        selected_epoch: The epoch (1-based, over all phases) whose weights were kept.
+        val_accuracy: The kept model's validation accuracy. It picked the epoch, so it is
+            optimistic; ``test_accuracy`` is not.
+        val_balanced_accuracy: The kept model's mean per-class recall on validation.
+        test_accuracy: The kept model's accuracy on the held-out test split, if any.
+        test_balanced_accuracy: Its mean per-class recall on the test split.
     """
 
     seed: int
     best_val_accuracy: float | None
     final_val_accuracy: float | None
     train_seconds: float
+    selected_epoch: int | None = None
+    val_accuracy: float | None = None
+    val_balanced_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_balanced_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,19 @@ class BenchmarkResult:
         config_id: Short hash of ``config``.
         seed: Random seed of the (first) run; seed ``seed + i`` ran the i-th repeat.
         per_seed: One :class:`SeedRun` per seed (``history`` is the first seed's).
+        monitor: What picked the kept epoch (``"val_loss"`` or ``"val_accuracy"``).
+        selected_epoch: The kept epoch of the first seed (1-based over ``history``): the
+            returned, saved and exported model is that epoch's.
+        stopped_early: Whether ``patience`` stopped the first seed before its last epoch.
+        val_accuracy: The kept model's validation accuracy (mean over seeds). Optimistic:
+            the same split picked the epoch.
+        val_balanced_accuracy: Its mean per-class recall on validation (mean over seeds).
+        test_accuracy: The kept model's held-out test accuracy (mean over seeds), when the
+            data has a test split: the honest estimate.
+        test_balanced_accuracy: Its mean per-class recall on the test split.
+        val_metrics: Per-class precision/recall/F1/support and the confusion matrix of the
+            returned model on validation (:class:`hubtransfer.metrics.SplitMetrics` as a dict).
+        test_metrics: The same on the test split.
     """
 
     backbone: str
@@ -137,6 +164,15 @@ class BenchmarkResult:
     config_id: str = ""
     seed: int = 0
     per_seed: tuple[SeedRun, ...] = ()
+    monitor: str | None = None
+    selected_epoch: int | None = None
+    stopped_early: bool = False
+    val_accuracy: float | None = None
+    val_balanced_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_balanced_accuracy: float | None = None
+    val_metrics: dict[str, Any] | None = None
+    test_metrics: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -162,17 +198,23 @@ class BenchmarkResult:
         return summarize(values, level) if values else None
 
     def seed_values(self, metric: str = "best_val_accuracy") -> list[float]:
-        """The per-seed values of ``best_val_accuracy`` or ``final_val_accuracy``."""
-        if metric not in ("best_val_accuracy", "final_val_accuracy"):
+        """The per-seed values of one of :data:`METRICS`."""
+        if metric not in METRICS:
             raise ConfigurationError(
-                "metric must be 'best_val_accuracy' or 'final_val_accuracy'. "
+                f"metric must be one of {', '.join(map(repr, METRICS))}. "
                 f"Received: metric={metric!r}."
             )
         runs = self.per_seed or (
-            (SeedRun(self.seed, self.best_val_accuracy, self.final_val_accuracy, 0.0),)
+            (
+                SeedRun(
+                    self.seed, self.best_val_accuracy, self.final_val_accuracy, 0.0,
+                    self.selected_epoch, self.val_accuracy, self.val_balanced_accuracy,
+                    self.test_accuracy, self.test_balanced_accuracy,
+                ),
+            )
             if self.status == "ok"
             else ()
-        )
+        )  # fmt: skip
         return [v for r in runs if (v := getattr(r, metric)) is not None]
 
     @property
@@ -223,10 +265,36 @@ class Recommendation:
     excluded: tuple[str, ...] = ()
 
 
+#: Accuracy metrics a result carries per seed, usable for ranking and comparing.
+METRICS = (
+    "test_balanced_accuracy", "test_accuracy", "val_balanced_accuracy", "val_accuracy",
+    "best_val_accuracy", "final_val_accuracy",
+)  # fmt: skip
+
+
+def ranking_metric(results: Sequence[BenchmarkResult]) -> str:
+    """The metric a study is ranked by: held-out test over validation, balanced accuracy
+    when the classes are imbalanced (largest > 3x smallest), and for results saved before
+    the kept-epoch fields existed, the best validation accuracy."""
+    ok = [r for r in results if r.status == "ok"]
+    imbalanced = any(
+        m is not None and SplitMetrics.from_dict(m).is_imbalanced
+        for r in ok
+        for m in (r.val_metrics, r.test_metrics)
+    )
+    if ok and all(r.test_accuracy is not None for r in ok):
+        return "test_balanced_accuracy" if imbalanced else "test_accuracy"
+    if ok and all(r.val_accuracy is not None for r in ok):
+        return "val_balanced_accuracy" if imbalanced else "val_accuracy"
+    return "best_val_accuracy"
+
+
 _CSV_COLUMNS = (
     "backbone", "mode", "status", "best_val_accuracy", "final_val_accuracy",
     "train_seconds", "feature_seconds", "head_seconds", "model_bytes", "params_total",
     "params_trainable", "latency_ms", "throughput", "image_size", "seed", "error",
+    "selected_epoch", "val_accuracy", "val_balanced_accuracy", "test_accuracy",
+    "test_balanced_accuracy",
 )  # fmt: skip
 
 
@@ -308,14 +376,17 @@ class BenchmarkReport:
         a: str | tuple[str, str],
         b: str | tuple[str, str],
         *,
-        metric: str = "best_val_accuracy",
+        metric: str | None = None,
         level: float = 0.95,
     ) -> Comparison:
         """How ``a`` and ``b`` differ in ``metric``, and whether seeds' noise can explain it.
 
         ``a`` and ``b`` are ``"backbone"``, ``"backbone/mode"`` or ``(backbone, mode)``.
         The interval is Welch's t-interval over the seeds (needs 2+ seeds each).
+        ``metric`` defaults to :func:`ranking_metric` (held-out test accuracy when there is
+        a test split; balanced accuracy when classes are imbalanced).
         """
+        metric = metric or ranking_metric(self.results)
         ra, rb = self._find(a), self._find(b)
         va, vb = ra.seed_values(metric), rb.seed_values(metric)
         if not va or not vb:
@@ -357,7 +428,7 @@ class BenchmarkReport:
     ) -> list[BenchmarkResult]:
         """The results no other result beats on every objective (the Pareto front).
 
-        Objectives: ``"accuracy"`` (best validation accuracy, maximised),
+        Objectives: ``"accuracy"`` (the :func:`ranking_metric`, maximised),
         ``"final_accuracy"`` (maximised), and ``"train_seconds"``, ``"model_bytes"``,
         ``"latency_ms"``, ``"params_total"`` (minimised). Only ``ok`` results with every
         objective measured take part. Equal results do not dominate each other.
@@ -367,9 +438,14 @@ class BenchmarkReport:
             raise ConfigurationError(
                 f"Unknown Pareto objective(s) {unknown}. Allowed: {sorted(_OBJECTIVES)}."
             )
-        points = [
-            (r, [_OBJECTIVES[o](r) for o in objectives]) for r in self.results if r.status == "ok"
-        ]
+        metric = ranking_metric(self.results)
+
+        def value(r: BenchmarkResult, objective: str) -> Any:
+            if objective == "accuracy":
+                return s.mean if (s := r.summary(metric)) else None
+            return _OBJECTIVES[objective](r)
+
+        points = [(r, [value(r, o) for o in objectives]) for r in self.results if r.status == "ok"]
         scored = [(r, vals) for r, vals in points if None not in vals]
 
         def dominates(p: list[Any], q: list[Any]) -> bool:
@@ -385,12 +461,16 @@ class BenchmarkReport:
         max_model_mb: float | None = None,
         max_latency_ms: float | None = None,
         max_train_seconds: float | None = None,
-        metric: str = "best_val_accuracy",
+        metric: str | None = None,
     ) -> Recommendation:
         """The most accurate result that fits the budget, with a one-paragraph reason.
 
-        A budget nothing fits returns ``Recommendation(None, reason)``, not an exception.
+        ``metric`` defaults to :func:`ranking_metric`: held-out test accuracy when the data
+        has a test split, balanced accuracy when the classes are imbalanced (a model that
+        always answers the majority class cannot win). A budget nothing fits returns
+        ``Recommendation(None, reason)``, not an exception.
         """
+        metric = metric or ranking_metric(self.results)
         max_bytes = None if max_model_mb is None else max_model_mb * 1e6
         limits = [
             ("size", "model_bytes", max_bytes, "MB", 1e6),
@@ -439,6 +519,17 @@ class BenchmarkReport:
             f"Use {best.label}: the highest {what} ({_pm(summarize(best.seed_values(metric)))}) "
             f"of the {len(fits)} result(s) within the budget ({budget})."
         ]
+        if "balanced" in metric:
+            reason.append(
+                "The classes are imbalanced (largest more than 3x the smallest), so results are "
+                "ranked by balanced accuracy (mean per-class recall), which a model answering "
+                "only the majority class cannot win."
+            )
+        if "val" in metric:
+            reason.append(
+                "Validation accuracy also picked each run's epoch, so it is optimistic; load "
+                "the data with a test split (test_fraction= or test_split=) for an honest score."
+            )
         if len(ranked) > 1:
             runner = ranked[1]
             comparison = self.compare(best.key, runner.key, metric=metric)
@@ -524,7 +615,7 @@ def _pm(summary: Summary) -> str:
 
 
 _OBJECTIVES: dict[str, Any] = {
-    "accuracy": lambda r: s.mean if (s := r.summary("best_val_accuracy")) else None,
+    "accuracy": None,  # the ranking metric, computed per report
     "final_accuracy": lambda r: s.mean if (s := r.summary("final_val_accuracy")) else None,
     "train_seconds": lambda r: None if r.train_seconds is None else -r.train_seconds,
     "model_bytes": lambda r: None if r.model_bytes is None else -r.model_bytes,

@@ -11,9 +11,10 @@ This module does not import TensorFlow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError
@@ -28,13 +29,17 @@ __all__ = [
     "OptimizerName",
     "StudySettings",
     "TFLiteMode",
+    "Monitor",
     "make_settings",
+    "resolve_class_weight",
     "modes_of",
 ]
 
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop"]
 MixedPrecision = Literal["mixed_float16", "mixed_bfloat16"]
 FineTune = Literal[False, True, "both"]
+#: What picks the epoch whose weights a run keeps.
+Monitor = Literal["val_loss", "val_accuracy"]
 #: What benchmark(export=...) accepts: float32 (no quantization) and the quantized modes.
 TFLiteMode = Literal["float32", "dynamic", "float16", "int8"]
 TFLITE_MODES: tuple[str, ...] = get_args(TFLiteMode)
@@ -61,6 +66,11 @@ class StudySettings:
     seeds: int = 1
     mixed_precision: MixedPrecision | None = None
     strategy: str | None = None  # the strategy's class name, for the config record
+    # Which epoch's weights a run keeps, and when it stops.
+    monitor: Monitor = "val_loss"
+    patience: int | None = None
+    # None, "balanced", or one weight per class index (resolved against the data).
+    class_weight: str | tuple[float, ...] | None = None
 
 
 def _check_bool(name: str, value: object) -> bool:
@@ -96,6 +106,9 @@ def make_settings(
     export: Any = (),
     mixed_precision: MixedPrecision | None = None,
     strategy: str | None = None,
+    monitor: Monitor = "val_loss",
+    patience: int | None = None,
+    class_weight: Any = None,
 ) -> StudySettings:
     """Checks every value and returns the settings; the first bad one raises.
 
@@ -132,6 +145,10 @@ def make_settings(
             f"export must be a sequence of TFLite modes from {TFLITE_MODES}, e.g. "
             f"('dynamic', 'int8'). Received: export={export!r}."
         )
+    check_choice("monitor", monitor, get_args(Monitor))
+    if patience is not None:
+        check_int("patience", patience)
+    _check_class_weight(class_weight)
     # float32 is the reference size whenever a quantized mode is asked for.
     exports = tuple(m for m in TFLITE_MODES if m in export or (export and m == "float32"))
     return StudySettings(
@@ -149,7 +166,57 @@ def make_settings(
         seeds=seeds,
         mixed_precision=mixed_precision,
         strategy=strategy,
+        monitor=monitor,
+        patience=patience,
+        class_weight=class_weight if class_weight in (None, "balanced") else None,
     )
+
+
+def _check_class_weight(class_weight: object) -> None:
+    if class_weight is None or class_weight == "balanced":
+        return
+    if isinstance(class_weight, dict) and class_weight and all(
+        isinstance(k, (str, int)) and not isinstance(k, bool)
+        and not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+        for k, v in class_weight.items()
+    ):  # fmt: skip
+        return
+    raise ConfigurationError(
+        "class_weight must be None, 'balanced' (weights inverse to class frequency), or a "
+        "dict of class name or index -> weight > 0, e.g. {'cat': 1.0, 'dog': 3.0}. "
+        f"Received: class_weight={class_weight!r}."
+    )
+
+
+def resolve_class_weight(
+    class_weight: object, class_names: tuple[str, ...], counts: list[int] | None = None
+) -> tuple[float, ...] | None:
+    """One weight per class index, from ``"balanced"`` (needs ``counts``) or a mapping.
+
+    Classes a mapping does not name get weight 1.
+    """
+    if class_weight is None:
+        return None
+    if class_weight == "balanced":
+        if counts is None or min(counts) == 0:
+            raise ConfigurationError(
+                "class_weight='balanced' needs at least one training example of every class. "
+                f"Received class counts: {counts}. Add images to the empty classes."
+            )
+        total = sum(counts)
+        return tuple(total / (len(counts) * c) for c in counts)
+    _check_class_weight(class_weight)
+    weights = [1.0] * len(class_names)
+    for key, value in cast(dict[object, float], class_weight).items():
+        index = key if isinstance(key, int) else (
+            class_names.index(key) if key in class_names else -1)  # fmt: skip
+        if not 0 <= index < len(class_names):
+            raise ConfigurationError(
+                f"class_weight names class {key!r}, which the data does not have. Allowed: "
+                f"{list(class_names)} or indices 0..{len(class_names) - 1}."
+            )
+        weights[index] = float(value)
+    return tuple(weights)
 
 
 def _iterable(value: object) -> tuple[object, ...]:

@@ -20,7 +20,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +33,7 @@ from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
 from hubtransfer.features import DEFAULT_MEMORY_LIMIT_BYTES, FeatureSet, extract_features
+from hubtransfer.metrics import IMBALANCE_RATIO, SplitMetrics, split_metrics
 from hubtransfer.model import (
     Head,
     MixedPrecision,
@@ -53,7 +54,14 @@ from hubtransfer.results import (
     append_result,
     read_results,
 )
-from hubtransfer.settings import FineTune, StudySettings, make_settings, modes_of
+from hubtransfer.settings import (
+    FineTune,
+    Monitor,
+    StudySettings,
+    make_settings,
+    modes_of,
+    resolve_class_weight,
+)
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = ["benchmark"]
@@ -92,6 +100,37 @@ class _EpochTimer(tf_keras.callbacks.Callback):  # type: ignore[misc]
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class _Selector(tf_keras.callbacks.Callback):  # type: ignore[misc]
+    """Keeps the classifier's weights at its best epoch by ``monitor``, across phases.
+
+    The model handed back (returned, saved, exported and scored) is the one from the
+    selected epoch, so the reported numbers are the returned model's numbers.
+    """
+
+    def __init__(self, classifier: tf_keras.Model, monitor: str) -> None:
+        super().__init__()
+        self._classifier = classifier
+        self.monitor = monitor
+        self.seen = 0
+        self.best_epoch: int | None = None  # 1-based over all phases
+        self._best: float | None = None
+        self._weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.seen += 1
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        lower_is_better = self.monitor.endswith("loss")
+        if self._best is None or (value < self._best if lower_is_better else value > self._best):
+            self._best, self.best_epoch = float(value), self.seen
+            self._weights = self._classifier.get_weights()
+
+    def restore(self) -> None:
+        if self._weights is not None:
+            self._classifier.set_weights(self._weights)
+
+
 def _fit(
     model: tf_keras.Model,
     train: tf.data.Dataset,
@@ -100,6 +139,7 @@ def _fit(
     phase: str,
     callbacks: Sequence[tf_keras.callbacks.Callback],
     verbose: int,
+    class_weight: dict[int, float] | None = None,
 ) -> tuple[list[EpochRecord], float]:
     timer = _EpochTimer()
     start = time.perf_counter()
@@ -109,6 +149,7 @@ def _fit(
         epochs=epochs,
         verbose=verbose,
         callbacks=[timer, tf_keras.callbacks.TerminateOnNaN(), *callbacks],
+        class_weight=class_weight,
     ).history
     seconds = time.perf_counter() - start
     records = []
@@ -247,7 +288,8 @@ class _Run:
         self.memory_limit_bytes = memory_limit_bytes
         self.spill_dir = spill_dir
         self.registry = registry
-        self._features: tuple[FeatureSet, FeatureSet] | None = None
+        self._features: dict[str, FeatureSet] | None = None
+        self.class_weight: dict[int, float] | None = None
 
     @property
     def uses_cache(self) -> bool:
@@ -290,28 +332,62 @@ class _Run:
             seed=seed,
         )
 
-    def features(self, model: tf_keras.Model) -> tuple[FeatureSet, FeatureSet]:
-        """Train and validation features of the frozen backbone, extracted once per run."""
+    def scored_splits(self) -> tuple[str, ...]:
+        """The splits every kept model is scored on."""
+        return ("validation", "test") if "test" in self._splits() else ("validation",)
+
+    def _splits(self) -> dict[str, tf.data.Dataset]:
+        splits = {"train": self.data.train, "validation": self.data.validation}
+        test = getattr(self.data, "test", None)
+        if test is not None:
+            splits["test"] = test
+        return splits
+
+    def features(self, model: tf_keras.Model) -> dict[str, FeatureSet]:
+        """Features of the frozen backbone for every split, extracted once per run."""
         if self._features is None:
             layer = model.get_layer("backbone")
-            train, validation = (
-                extract_features(
+            self._features = {
+                name: extract_features(
                     layer,
                     prepare(split, self.spec, batch_size=self.settings.batch_size),
                     memory_limit_bytes=self.memory_limit_bytes,
                     spill_dir=self.spill_dir,
                 )
-                for split in (self.data.train, self.data.validation)
-            )
-            self._features = (train, validation)
+                for name, split in self._splits().items()
+            }
             logger.info(
-                "%s: features of %d + %d images extracted in %.1f s",
-                self.spec.name, len(train), len(validation), train.seconds + validation.seconds,
+                "%s: features of %s images extracted in %.1f s", self.spec.name,
+                " + ".join(str(len(f)) for f in self._features.values()),
+                sum(f.seconds for f in self._features.values()),
             )  # fmt: skip
         return self._features
 
+    def predictions(
+        self, model: tf_keras.Model, split: str, *, on_features: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, predicted classes)`` of the model on a split."""
+        batch = self.settings.batch_size
+        if on_features and self._features is not None:
+            features = self._features[split]
+            logits = model.get_layer("head").predict(features.dataset(batch), verbose=0)
+            labels = np.asarray(features.labels)
+        else:
+            batches = prepare(self._splits()[split], self.spec, batch_size=batch)
+            labels_list: list[np.ndarray] = []
+            logits_list: list[np.ndarray] = []
+            for x, y in batches:
+                logits_list.append(np.asarray(model(x, training=False), np.float32))
+                labels_list.append(y.numpy())
+            logits, labels = np.concatenate(logits_list), np.concatenate(labels_list)
+        logits = np.asarray(logits, np.float32)
+        if logits.shape[-1] == 1:  # binary: one logit, class 1 above 0
+            return labels, (logits[:, 0] > 0).astype(np.int64)
+        return labels, logits.argmax(-1)
+
     def _fit_end_to_end(
-        self, model: tf_keras.Model, epochs: int, phase: str, seed: int
+        self, model: tf_keras.Model, epochs: int, phase: str, seed: int,
+        extra: Sequence[tf_keras.callbacks.Callback],
     ) -> tuple[list[EpochRecord], float]:
         """Trains the full model, the backbone running every step."""
         return _fit(
@@ -320,14 +396,30 @@ class _Run:
             self._pipeline(training=False),
             epochs,
             phase,
-            self.callbacks,
+            [*self.callbacks, *extra],
             self.verbose,
+            self.class_weight,
         )
 
+    def _callbacks(
+        self, selector: _Selector, *, final: bool
+    ) -> list[tf_keras.callbacks.Callback]:
+        """Selection always; early stopping (``patience``) in the final phase only."""
+        patience = self.settings.patience
+        if not final or patience is None:
+            return [selector]
+        stop = tf_keras.callbacks.EarlyStopping(
+            monitor=self.settings.monitor, patience=patience,
+            mode="min" if self.settings.monitor.endswith("loss") else "max",
+        )  # fmt: skip
+        return [selector, stop]
+
     def _train_head_on_features(
-        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float, seed: int
+        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float, seed: int,
+        extra: Sequence[tf_keras.callbacks.Callback],
     ) -> tuple[list[EpochRecord], float, float]:
-        train, validation = self.features(model)
+        features = self.features(model)
+        train, validation = features["train"], features["validation"]
         head = model.get_layer("head")
         s = self.settings
         self._compile(head, learning_rate)
@@ -338,36 +430,45 @@ class _Run:
             validation.dataset(s.batch_size),
             epochs,
             phase,
-            self.callbacks,
+            [*self.callbacks, *extra],
             self.verbose,
+            self.class_weight,
         )
-        return history, seconds, train.seconds + validation.seconds
+        return history, seconds, sum(f.seconds for f in features.values())
 
     def frozen(self, seed: int) -> tuple[tf_keras.Model, dict[str, Any]]:
         s = self.settings
         model = self._build(trainable=False, learning_rate=s.learning_rate, seed=seed)
+        selector = _Selector(model, s.monitor)
+        extra = self._callbacks(selector, final=True)
         if self.uses_cache:
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.epochs, "head", s.learning_rate, seed
+                model, s.epochs, "head", s.learning_rate, seed, extra
             )
-            return model, {
+            outcome = {
                 "history": history,
                 "train_seconds": feature_s + head_s,
                 "feature_seconds": feature_s,
                 "head_seconds": head_s,
             }
-        history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed)
-        return model, {"history": history, "train_seconds": seconds}
+        else:
+            history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed, extra)
+            outcome = {"history": history, "train_seconds": seconds}
+        selector.restore()
+        return model, {**outcome, "selected_epoch": selector.best_epoch,
+                       "on_features": self.uses_cache}  # fmt: skip
 
     def fine_tuned(self, seed: int) -> tuple[tf_keras.Model, dict[str, Any]]:
         s = self.settings
         model = self._build(trainable=True, learning_rate=s.fine_tune_learning_rate, seed=seed)
+        selector = _Selector(model, s.monitor)
         history: list[EpochRecord] = []
         extra: dict[str, Any] = {}
         warmup_s = 0.0
+        warmup_callbacks = self._callbacks(selector, final=False)
         if s.warmup_epochs and self.uses_cache:
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.warmup_epochs, "warmup", s.learning_rate, seed
+                model, s.warmup_epochs, "warmup", s.learning_rate, seed, warmup_callbacks
             )
             warmup_s = head_s + feature_s
             extra = {"feature_seconds": feature_s, "head_seconds": head_s}
@@ -375,11 +476,20 @@ class _Run:
             backbone = model.get_layer("backbone")
             backbone.trainable = False
             self._compile(model, s.learning_rate)
-            history, warmup_s = self._fit_end_to_end(model, s.warmup_epochs, "warmup", seed)
+            history, warmup_s = self._fit_end_to_end(
+                model, s.warmup_epochs, "warmup", seed, warmup_callbacks
+            )
             backbone.trainable = True
         self._compile(model, s.fine_tune_learning_rate)
-        tuned, tune_s = self._fit_end_to_end(model, s.epochs, "fine_tune", seed)
-        return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s, **extra}
+        tuned, tune_s = self._fit_end_to_end(
+            model, s.epochs, "fine_tune", seed, self._callbacks(selector, final=True)
+        )
+        selector.restore()
+        # The backbone changed: a warm-up epoch's features are no longer this model's.
+        on_features = selector.best_epoch is not None and selector.best_epoch <= len(history)
+        return model, {"history": history + tuned, "train_seconds": warmup_s + tune_s,
+                       "selected_epoch": selector.best_epoch,
+                       "on_features": on_features and self.uses_cache, **extra}  # fmt: skip
 
 
 def benchmark(
@@ -410,6 +520,9 @@ def benchmark(
     strategy: tf.distribute.Strategy | None = None,
     mixed_precision: MixedPrecision | None = None,
     registry: BackboneRegistry | None = None,
+    monitor: Monitor = "val_loss",
+    patience: int | None = None,
+    class_weight: str | dict[str | int, float] | None = None,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
 
@@ -453,6 +566,14 @@ def benchmark(
         mixed_precision: ``"mixed_float16"`` or ``"mixed_bfloat16"`` for the head (the Hub
             layer stays float32; see :func:`build_classifier`).
         registry: Where names are looked up; the default registry if None.
+        monitor: What picks the epoch whose weights each run keeps: ``"val_loss"`` or
+            ``"val_accuracy"``. The returned, saved and exported model is that epoch's,
+            and every reported score (``val_accuracy``, ``test_accuracy``, per-class
+            metrics) is that model's.
+        patience: Stop a run's final phase after this many epochs without improvement
+            in ``monitor``; None trains every epoch.
+        class_weight: None, ``"balanced"`` (weights inverse to class frequency, from one
+            pass over the training labels), or a dict of class name or index -> weight.
 
     Returns:
         A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
@@ -466,6 +587,7 @@ def benchmark(
         fine_tune_learning_rate=fine_tune_learning_rate, augment=augment, seed=seed,
         seeds=seeds, export=export, mixed_precision=mixed_precision,
         strategy=None if strategy is None else type(strategy).__name__,
+        monitor=monitor, patience=patience, class_weight=class_weight,
     )  # fmt: skip
     modes = cast(list[Mode], list(modes_of(fine_tune)))
     specs = [
@@ -562,8 +684,13 @@ def _run_study(
 ) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
     previous = _previous_results(log, resume) if log is not None else {}
+    weights = resolve_class_weight(
+        settings.class_weight, data.class_names,
+        _label_counts(data) if settings.class_weight == "balanced" else None,
+    )  # fmt: skip
     environment = _environment()
     report = BenchmarkReport()
+    warned_imbalance = False
     models: dict[tuple[str, str], tf_keras.Model] = {}
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         for spec in specs:
@@ -572,6 +699,7 @@ def _run_study(
                 memory_limit_bytes=memory_limit_bytes, spill_dir=Path(spill), registry=registry,
                 strategy=strategy,
             )  # fmt: skip
+            run.class_weight = None if weights is None else dict(enumerate(weights))
             for mode in modes:
                 config = _config(spec, mode, data, settings)
                 config_id = _config_id(config)
@@ -595,6 +723,8 @@ def _run_study(
                 if log is not None:
                     append_result(log, result)
                 report.results.append(result)
+                if not warned_imbalance and result.val_metrics is not None:
+                    warned_imbalance = _warn_if_imbalanced(result, settings)
                 if keep_models and model is not None:
                     models[result.key] = model
                 del model
@@ -629,6 +759,35 @@ def _exports(model: tf_keras.Model, run: _Run) -> dict[str, dict[str, float | in
     return measured
 
 
+def _label_counts(data: ImageData) -> list[int]:
+    """Training examples per class: one pass over the labels (images are decoded)."""
+    counts = np.zeros(data.num_classes, dtype=np.int64)
+    for labels in data.train.map(lambda x, y: y).batch(4096).as_numpy_iterator():
+        counts += np.bincount(labels, minlength=data.num_classes)[: data.num_classes]
+    return [int(c) for c in counts]
+
+
+def _warn_if_imbalanced(result: BenchmarkResult, settings: StudySettings) -> bool:
+    metrics = SplitMetrics.from_dict(result.val_metrics or {})
+    if not metrics.is_imbalanced:
+        return False
+    supports = ", ".join(f"{c.name} {c.support}" for c in metrics.per_class)
+    logger.warning(
+        "The classes are imbalanced: validation has %s (largest %.1fx the smallest, over %gx). "
+        "Plain accuracy rewards always answering the majority class; results are ranked by "
+        "balanced accuracy.%s",
+        supports, metrics.imbalance, IMBALANCE_RATIO,
+        "" if settings.class_weight else " Consider class_weight='balanced' (CLI: "
+        "--class-weight balanced).",
+    )  # fmt: skip
+    return True
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
 def _run_one(
     run: _Run,
     mode: Mode,
@@ -658,6 +817,7 @@ def _run_one(
         per_seed: list[SeedRun] = []
         total_seconds = 0.0
         head_seconds: float | None = None
+        metrics: dict[str, SplitMetrics] = {}
         for i in range(run.settings.seeds):
             seed = run.settings.seed + i
             trained, outcome = trainer(seed)
@@ -668,27 +828,42 @@ def _run_one(
             total_seconds += seconds
             if outcome.get("head_seconds") is not None:
                 head_seconds = (head_seconds or 0.0) + outcome["head_seconds"]
+            scored = {
+                split: split_metrics(
+                    *run.predictions(trained, split, on_features=outcome["on_features"]),
+                    run.data.class_names,
+                )
+                for split in run.scored_splits()
+            }
             accuracies_i = [h.val_accuracy for h in history_i if h.val_accuracy is not None]
             last = [h for h in history_i if h.phase == history_i[-1].phase][-1]
+            test = scored.get("test")
             per_seed.append(
                 SeedRun(
-                    seed, max(accuracies_i) if accuracies_i else None, last.val_accuracy, seconds
+                    seed, max(accuracies_i) if accuracies_i else None, last.val_accuracy, seconds,
+                    selected_epoch=outcome["selected_epoch"],
+                    val_accuracy=scored["validation"].accuracy,
+                    val_balanced_accuracy=scored["validation"].balanced_accuracy,
+                    test_accuracy=None if test is None else test.accuracy,
+                    test_balanced_accuracy=None if test is None else test.balanced_accuracy,
                 )
-            )
+            )  # fmt: skip
             if model is None:
-                model, measured = trained, outcome
+                model, measured, metrics = trained, outcome, scored
             else:
                 del trained
-        assert model is not None  # seeds >= 1
+        if model is None:  # pragma: no cover - seeds >= 1 is checked up front
+            raise BenchmarkError("no seed ran")
         history: list[EpochRecord] = measured["history"]
-        best = [r.best_val_accuracy for r in per_seed if r.best_val_accuracy is not None]
-        final = [r.final_val_accuracy for r in per_seed if r.final_val_accuracy is not None]
         latency_ms, throughput = _latency(model, spec) if measure_latency else (None, None)
+        phase_epochs = run.settings.epochs + (
+            run.settings.warmup_epochs if mode == "fine_tuned" else 0
+        )
         result = BenchmarkResult(
             status="ok",
             history=tuple(history),
-            best_val_accuracy=sum(best) / len(best) if best else None,
-            final_val_accuracy=sum(final) / len(final) if final else None,
+            best_val_accuracy=_mean(r.best_val_accuracy for r in per_seed),
+            final_val_accuracy=_mean(r.final_val_accuracy for r in per_seed),
             train_seconds=total_seconds,
             feature_seconds=measured.get("feature_seconds"),
             head_seconds=head_seconds,
@@ -699,6 +874,15 @@ def _run_one(
             throughput=throughput,
             exports=_exports(model, run),
             per_seed=tuple(per_seed),
+            monitor=run.settings.monitor,
+            selected_epoch=measured["selected_epoch"],
+            stopped_early=len(history) < phase_epochs,
+            val_accuracy=_mean(r.val_accuracy for r in per_seed),
+            val_balanced_accuracy=_mean(r.val_balanced_accuracy for r in per_seed),
+            test_accuracy=_mean(r.test_accuracy for r in per_seed),
+            test_balanced_accuracy=_mean(r.test_balanced_accuracy for r in per_seed),
+            val_metrics=metrics["validation"].to_dict(),
+            test_metrics=metrics["test"].to_dict() if "test" in metrics else None,
             **common,
         )
         return result, model
