@@ -60,12 +60,12 @@ def check_fraction(
     name: str, value: object, *, allow_zero: bool = True, example: str = "0.2"
 ) -> float:
     """A share in [0, 1) (or (0, 1) with ``allow_zero=False``)."""
-    low_ok = (lambda v: v >= 0) if allow_zero else (lambda v: v > 0)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or not low_ok(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
         or value >= 1
     ):
         interval = "[0, 1)" if allow_zero else "(0, 1)"
