@@ -341,6 +341,8 @@ def test_evaluate_with_another_class_count(
         ht.ConfigurationError, match=r"predicts 3 classes .* but the data has label 3, so more"
     ):
         ht.evaluate_tflite(float_tflite, pairs, backbone=spec)
+    with pytest.raises(ht.DatasetError, match=r"needs unbatched .* Call dataset.unbatch\(\)"):
+        ht.evaluate_tflite(float_tflite, pairs.batch(2), backbone=spec)
 
 
 @pytest.mark.parametrize(

@@ -476,6 +476,11 @@ def evaluate_tflite(
                 "Pass an ImageData, or map the dataset to (image, label)."
             )
         image, label = element
+        if np.ndim(label) != 0:
+            raise DatasetError(
+                f"evaluate_tflite() needs unbatched (image, label) pairs; got labels of shape "
+                f"{list(np.shape(label))}. Call dataset.unbatch() first, or pass an ImageData."
+            )
         if not 0 <= int(label) < model_classes:
             raise _class_mismatch(
                 file, model_classes, f"label {int(label)}, so more than {model_classes} classes"
