@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ import tf_keras
 
 import hubtransfer as ht
 from conftest import colour_images, save_tiny_tf2
+from hubtransfer._fs import MARKER
 from hubtransfer.registry import Backbone
 from images import write_colour_folder
 
@@ -51,7 +55,7 @@ def test_each_mode_converts_and_agrees(
         trained, tmp_path / "m.tflite", quantization=quantization,  # type: ignore[arg-type]
         representative_data=data if quantization == "int8" else None, backbone=spec,
     )  # fmt: skip
-    assert path.exists() and not path.with_name("m.tflite.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]  # no temporary left
     scored = ht.evaluate_tflite(path, data, backbone=spec, model=trained)
     assert scored.examples == data.counts.validation
     assert scored.agreement is not None and scored.agreement >= 0.9
@@ -187,3 +191,208 @@ def test_mobilenet_v2_quantized_sizes(tmp_path: Path, data: ht.ImageData) -> Non
     assert sizes["dynamic"] / sizes[None] <= 0.30
     assert sizes["int8"] / sizes[None] <= 0.32
     assert sizes["float16"] / sizes[None] <= 0.55
+
+
+# --- Writers never lose data ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def float_tflite(trained: tf_keras.Model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ht.export_tflite(trained, tmp_path_factory.mktemp("tflite") / "m.tflite")
+
+
+def _user_folder(root: Path) -> tuple[Path, bytes]:
+    folder = root / "mine"
+    folder.mkdir()
+    content = b"my notes \x00\x01, not hubtransfer's"
+    (folder / "notes.txt").write_bytes(content)
+    return folder, content
+
+
+def test_tflite_into_a_directory_is_refused_and_leaves_nothing(
+    trained: tf_keras.Model, tmp_path: Path
+) -> None:
+    folder, content = _user_folder(tmp_path)
+    with pytest.raises(ht.ExportError, match=r"mine is a directory; .* Pass a file path, e\.g\."):
+        ht.export_tflite(trained, folder, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no stray temporary
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_bytes() == content
+
+
+def test_tflite_over_a_file_needs_overwrite(trained: tf_keras.Model, tmp_path: Path) -> None:
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"an older model")
+    with pytest.raises(ht.ExportError, match=r"already exists .* Pass overwrite=True"):
+        ht.export_tflite(trained, target)
+    assert target.read_bytes() == b"an older model"
+    old_umask = os.umask(0o022)
+    try:
+        ht.export_tflite(trained, target, overwrite=True)
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes()[4:8] == b"TFL3"  # the flatbuffer identifier
+    assert target.stat().st_mode & 0o777 == 0o644  # readable like any file, not mkstemp's 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+def test_tflite_bad_calibration_samples(trained: tf_keras.Model, tmp_path: Path) -> None:
+    with pytest.raises(ht.ConfigurationError, match="calibration_samples must be a positive"):
+        ht.export_tflite(trained, tmp_path / "x.tflite", calibration_samples=0)
+
+
+@pytest.mark.parametrize("kind", [None, "backbone stand-in"])
+def test_saved_model_never_replaces_what_is_not_a_serving_export(
+    trained: tf_keras.Model, spec: Backbone, tmp_path: Path, kind: str | None
+) -> None:
+    folder, content = _user_folder(tmp_path)
+    if kind is not None:  # another kind of hubtransfer directory: still not replaceable
+        (folder / MARKER).write_text(json.dumps({"kind": kind}))
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(
+        ht.ExportError, match=r"holds files hubtransfer did not write .* left untouched. Choose"
+    ):
+        ht.export_saved_model(trained, folder, backbone=spec, class_names=("a", "b", "c"),
+                              overwrite=True)  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert (folder / "notes.txt").read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left
+
+
+def test_saved_model_replaces_its_own_export_only_with_overwrite(
+    trained: tf_keras.Model, spec: Backbone, tmp_path: Path
+) -> None:
+    target = tmp_path / "serving"
+    target.mkdir()  # an empty directory is fine
+    ht.export_saved_model(trained, target, backbone=spec, class_names=("a", "b", "c"))
+    with pytest.raises(
+        ht.ExportError, match=r"already holds a serving SavedModel .* overwrite=True"
+    ):
+        ht.export_saved_model(trained, target, backbone=spec, class_names=("x", "y", "z"))
+    assert (target / "labels.txt").read_text().split() == ["a", "b", "c"]
+    ht.export_saved_model(trained, target, backbone=spec, class_names=("x", "y", "z"),
+                          overwrite=True)  # fmt: skip
+    assert (target / "labels.txt").read_text().split() == ["x", "y", "z"]
+    assert json.loads((target / MARKER).read_text())["kind"] == "serving SavedModel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]  # no staging, no old copy
+    out = tf.saved_model.load(str(target)).signatures["serving_default"](
+        images=tf.zeros((1, 20, 30, 3), tf.uint8)
+    )
+    assert out["probabilities"].shape == (1, 3)
+
+
+def test_saved_model_onto_a_file_is_refused(
+    trained: tf_keras.Model, spec: Backbone, tmp_path: Path
+) -> None:
+    (tmp_path / "serving").write_bytes(b"x")
+    with pytest.raises(ht.ExportError, match="is a file, not a directory; .* Choose a path"):
+        ht.export_saved_model(
+            trained, tmp_path / "serving", backbone=spec, class_names=("a", "b", "c")
+        )
+    assert (tmp_path / "serving").read_bytes() == b"x"
+
+
+# --- evaluate_tflite: every failure is a hubtransfer error that says what to do --------
+
+
+@pytest.fixture(scope="module")
+def binary_tflite(spec: Backbone, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = ht.build_classifier(spec, 2)
+    return ht.export_tflite(model, tmp_path_factory.mktemp("binary") / "b.tflite")
+
+
+def test_evaluate_missing_directory_or_garbage_file(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path
+) -> None:
+    (tmp_path / "garbage.tflite").write_bytes(b"this is not a flatbuffer at all")
+    cases = [
+        (tmp_path / "missing.tflite", r"missing.tflite does not exist; .* Pass the path"),
+        (tmp_path, r"is a directory; evaluate_tflite needs a .tflite file. Pass the path"),
+        (tmp_path / "garbage.tflite", r"is not a TFLite model .* Export it again"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ht.ExportError, match=message):
+            ht.evaluate_tflite(path, data, backbone=spec)
+
+
+def test_evaluate_with_another_backbone_size(
+    float_tflite: Path, spec: Backbone, data: ht.ImageData
+) -> None:
+    other = dataclasses.replace(spec, image_size=16)
+    with pytest.raises(
+        ht.ConfigurationError,
+        match=r"takes 32x32 images but backbone 'tiny' uses 16x16. Pass the backbone",
+    ):
+        ht.evaluate_tflite(float_tflite, data, backbone=other)
+
+
+def test_evaluate_with_another_class_count(
+    binary_tflite: Path, float_tflite: Path, spec: Backbone, data: ht.ImageData
+) -> None:
+    with pytest.raises(
+        ht.ConfigurationError,
+        match=r"predicts 2 classes \(1 logit.* but the data has 3 classes. Evaluate on the data",
+    ):
+        ht.evaluate_tflite(binary_tflite, data, backbone=spec)
+    pairs = tf.data.Dataset.from_tensor_slices(
+        (tf.zeros((2, 8, 8, 3), tf.uint8), tf.constant([0, 3], tf.int64))
+    )
+    with pytest.raises(
+        ht.ConfigurationError, match=r"predicts 3 classes .* but the data has label 3, so more"
+    ):
+        ht.evaluate_tflite(float_tflite, pairs, backbone=spec)
+    with pytest.raises(ht.DatasetError, match=r"needs unbatched .* Call dataset.unbatch\(\)"):
+        ht.evaluate_tflite(float_tflite, pairs.batch(2), backbone=spec)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_examples": 0}, r"max_examples must be a positive integer. Received: max_exam"),
+        ({"max_examples": 2.5}, r"max_examples must be a positive integer"),
+        ({"max_examples": True}, r"max_examples must be a positive integer"),
+        ({"split": "test"}, r"split must be one of 'train', 'validation'. Received"),
+        ({"data": [1, 2]}, r"data must be an ImageData or a tf.data.Dataset .* Received: list"),
+    ],
+)
+def test_evaluate_bad_arguments(
+    float_tflite: Path, spec: Backbone, data: ht.ImageData, kwargs: dict[str, object],
+    message: str,
+) -> None:  # fmt: skip
+    args: dict[str, object] = {"data": data, **kwargs}
+    with pytest.raises(ht.ConfigurationError, match=message):
+        ht.evaluate_tflite(float_tflite, backbone=spec, **args)  # type: ignore[arg-type]
+
+
+def test_evaluate_max_examples(float_tflite: Path, spec: Backbone, data: ht.ImageData) -> None:
+    assert ht.evaluate_tflite(float_tflite, data, backbone=spec, max_examples=3).examples == 3
+
+
+# --- evaluate_tflite picks LiteRT when installed, tf.lite otherwise ---------------------
+
+
+def test_evaluate_runs_on_litert_when_installed(
+    float_tflite: Path, spec: Backbone, data: ht.ImageData, trained: tf_keras.Model
+) -> None:
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    with (
+        mock.patch.object(litert, "Interpreter", wraps=litert.Interpreter) as used,
+        mock.patch.object(tf.lite, "Interpreter", wraps=tf.lite.Interpreter) as fallback,
+    ):
+        scored = ht.evaluate_tflite(float_tflite, data, backbone=spec, model=trained)
+    used.assert_called_once_with(model_path=str(float_tflite))
+    fallback.assert_not_called()
+    assert scored.agreement == 1.0  # a float32 model agrees with Keras on every image
+
+
+def test_evaluate_falls_back_to_tf_lite(
+    float_tflite: Path, spec: Backbone, data: ht.ImageData, trained: tf_keras.Model,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # None in sys.modules makes "import ai_edge_litert..." raise ImportError, as if absent.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with mock.patch.object(tf.lite, "Interpreter", wraps=tf.lite.Interpreter) as used:
+        scored = ht.evaluate_tflite(float_tflite, data, backbone=spec, model=trained)
+    used.assert_called_once_with(model_path=str(float_tflite))
+    assert scored.agreement == 1.0

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import hubtransfer as ht
+from hubtransfer._fs import MARKER, read_marker
 from hubtransfer.offline import export_backbone, exportable_backbones
 from hubtransfer.registry import BackboneRegistry
 
@@ -41,12 +43,85 @@ def test_mobilenet_v3_export_matches_hub_feature_dim(
 def test_export_is_reused_unless_rebuild(tmp_path: Path, small_registry: BackboneRegistry) -> None:
     target = tmp_path / "mnv2"
     export_backbone("mobilenet_v2", target, registry=small_registry)
+    marker = read_marker(target)
+    assert marker is not None and marker["kind"] == "backbone stand-in"
+    assert marker["recipe"] == {
+        "name": "mobilenet_v2", "weights": None, "image_size": 32, "calibrated": False
+    }  # fmt: skip
     stamp = (target / "saved_model.pb").stat().st_mtime_ns
     export_backbone("mobilenet_v2", target, registry=small_registry)
     assert (target / "saved_model.pb").stat().st_mtime_ns == stamp
     export_backbone("mobilenet_v2", target, registry=small_registry, rebuild=True)
     assert (target / "saved_model.pb").stat().st_mtime_ns != stamp
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2"]  # no staging, no old copy
+
+
+def test_another_recipe_needs_overwrite(tmp_path: Path, small_registry: BackboneRegistry) -> None:
+    target = tmp_path / "mnv2"
+    export_backbone("mobilenet_v2", target, registry=small_registry)
+    stamp = (target / "saved_model.pb").stat().st_mtime_ns
+    images = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+    with pytest.raises(
+        ht.ExportError,
+        match=r"holds another stand-in \(mobilenet_v2 at 32 px, weights=None, uncalibrated\); "
+        r"this export is .* calibrated. Pass overwrite=True",
+    ):
+        export_backbone("mobilenet_v2", target, registry=small_registry, calibration_images=images)
+    assert (target / "saved_model.pb").stat().st_mtime_ns == stamp
+    export_backbone("mobilenet_v2", target, registry=small_registry, calibration_images=images,
+                    overwrite=True)  # fmt: skip
+    marker = read_marker(target)
+    assert marker is not None and marker["recipe"]["calibrated"] is True  # type: ignore[index]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2"]
+
+
+def test_stand_in_from_an_older_version_is_reused(
+    tmp_path: Path, small_registry: BackboneRegistry
+) -> None:
+    target = tmp_path / "mnv2"
+    export_backbone("mobilenet_v2", target, registry=small_registry)
+    marker = read_marker(target)
+    assert marker is not None
+    (target / MARKER).unlink()  # what versions before the shared marker left behind:
+    (target / "hubtransfer_backbone.json").write_text(json.dumps(marker["recipe"]))
+    stamp = (target / "saved_model.pb").stat().st_mtime_ns
+    export_backbone("mobilenet_v2", target, registry=small_registry)
+    assert (target / "saved_model.pb").stat().st_mtime_ns == stamp
+    assert read_marker(target) == marker  # adopted, so rebuild=True may now replace it
+
+
+@pytest.mark.parametrize("flags", [{}, {"overwrite": True}, {"rebuild": True}])
+def test_export_never_replaces_a_users_directory(
+    tmp_path: Path, small_registry: BackboneRegistry, flags: dict[str, bool]
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    content = b"weights I trained for a week \x00\xff"
+    (folder / "mine.h5").write_bytes(content)
+    (folder / "saved_model.pb").write_bytes(b"my own SavedModel")
+    with pytest.raises(
+        ht.ExportError,
+        match=r"holds files hubtransfer did not write as a backbone stand-in; it is left "
+        r"untouched. Choose a new directory",
+    ):
+        export_backbone("mobilenet_v2", folder, registry=small_registry, **flags)
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.h5", "saved_model.pb"]
+    assert (folder / "mine.h5").read_bytes() == content
+    assert (folder / "saved_model.pb").read_bytes() == b"my own SavedModel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_export_onto_a_file_is_refused(tmp_path: Path, small_registry: BackboneRegistry) -> None:
+    (tmp_path / "mnv2").write_bytes(b"x")
+    with pytest.raises(ht.ExportError, match=r"is a file; a backbone stand-in is a directory"):
+        export_backbone("mobilenet_v2", tmp_path / "mnv2", registry=small_registry)
+    assert (tmp_path / "mnv2").read_bytes() == b"x"
+
+
+def test_export_into_an_empty_directory(tmp_path: Path, small_registry: BackboneRegistry) -> None:
+    (tmp_path / "mnv2").mkdir()
+    spec = export_backbone("mobilenet_v2", tmp_path / "mnv2", registry=small_registry)
+    assert (Path(spec.handle) / "saved_model.pb").is_file()
 
 
 def test_calibration_restores_feature_spread(

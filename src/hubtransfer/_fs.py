@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -62,6 +63,31 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _create_unique(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """Opens a new file under a name no other writer has, with the umask's permissions.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the file gets the mode a plain ``open``
+    would give it, so the renamed result is as readable as any other file the user writes.
+    """
+    while True:
+        name = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
+def _make_unique_dir(directory: Path, prefix: str) -> Path:
+    """A new directory with the umask's permissions (``tempfile.mkdtemp`` makes 0700)."""
+    while True:
+        candidate = directory / f"{prefix}{secrets.token_hex(8)}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+        return candidate
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Writes ``data`` to ``path`` through a unique temporary file and a rename.
 
@@ -72,7 +98,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a directory; expected a file path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
+    fd, tmp = _create_unique(target.parent, f".{target.name}-", ".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -116,8 +142,11 @@ def write_directory(
     only when it holds a marker of the same ``kind`` and ``overwrite`` is True; the old
     one is renamed aside first and removed only after the new one is in place.
 
+    If the final rename fails, the previous directory is put back and ``error`` is raised.
+
     Raises:
-        error: ``target`` is a file, or a directory this call may not replace.
+        error: ``target`` is a file, a directory this call may not replace, or the new
+            directory could not be moved into place.
     """
     path = Path(target).expanduser().absolute()
     if path.exists() and not path.is_dir():
@@ -140,24 +169,40 @@ def write_directory(
             )
         replace_old = True
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-staging-", dir=path.parent))
+    staging = _make_unique_dir(path.parent, f".{path.name}-staging-")
     try:
         fill(staging)
         atomic_write_text(staging / MARKER, json.dumps({"kind": kind, **(metadata or {})}))
-        if replace_old:
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if path.is_dir():  # empty: rmdir refuses anything else, so nothing is lost
-                path.rmdir()
-            os.replace(staging, path)
+        try:
+            _swap_in(staging, path, replace_old)
+        except OSError as exc:
+            raise error(
+                f"Could not move the new {kind} into {path} ({exc.strerror or exc}); another "
+                "process may have written there meanwhile. What was there is left as it was; "
+                "try again, or choose a new path."
+            ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _swap_in(staging: Path, path: Path, replace_old: bool) -> None:
+    if not replace_old:
+        if path.is_dir():  # empty: rmdir refuses anything else, so nothing is lost
+            path.rmdir()
+        os.replace(staging, path)
+        return
+    old = _make_unique_dir(path.parent, f".{path.name}-old-")
+    os.replace(path, old / path.name)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(old / path.name, path)  # put the previous one back before reporting
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:

@@ -1,26 +1,36 @@
 """Deployable models: TFLite (float32, dynamic-range, float16, full-integer int8) and a
 serving SavedModel that takes raw uint8 images.
+
+Writers never lose data: a ``.tflite`` file is written atomically and an existing file is
+replaced only with ``overwrite=True``; a SavedModel directory is built aside and swapped
+in, and an existing non-empty directory is replaced only when it holds an earlier serving
+SavedModel from hubtransfer and ``overwrite=True`` (see :mod:`hubtransfer._fs`).
+
+:func:`evaluate_tflite` runs the LiteRT interpreter (``ai_edge_litert``, the
+``hubtransfer[litert]`` extra) when it is installed, else ``tf.lite.Interpreter``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import shutil
-import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from hubtransfer._fs import atomic_write_bytes, atomic_write_text, write_directory
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.data import ImageData
 from hubtransfer.errors import ConfigurationError, DatasetError, ExportError
 from hubtransfer.preprocessing import prepare, preprocess_image
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+from hubtransfer.validation import check_choice, check_int
 
 __all__ = [
     "Quantization",
@@ -38,6 +48,28 @@ _QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 TFLITE_MODES: tuple[str, ...] = ("float32", *_QUANTIZATIONS)
 #: Calibration samples drawn for int8 when none is said (the peers use a few hundred).
 DEFAULT_CALIBRATION_SAMPLES = 200
+#: Marker kind of the directories export_saved_model writes (see hubtransfer._fs).
+SERVING_KIND = "serving SavedModel"
+Split = Literal["train", "validation"]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _tflite_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ExportError(
+            f"{target} is a directory; export_tflite writes one file there. Pass a file path, "
+            f"e.g. {target / 'model.tflite'}."
+        )
+    if target.exists() and not overwrite:
+        raise ExportError(
+            f"{target} already exists and was left untouched. Pass overwrite=True "
+            "(CLI: --overwrite) to replace it, or choose a new path."
+        )
+    return target
 
 
 def _input_shape(model: tf_keras.Model) -> tuple[int, int, int]:
@@ -103,6 +135,7 @@ def export_tflite(
     backbone: str | Backbone | None = None,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     uint8_io: bool = False,
+    overwrite: bool = False,
     registry: BackboneRegistry | None = None,
 ) -> Path:
     """Converts a classifier to a ``.tflite`` file and returns its path.
@@ -113,7 +146,8 @@ def export_tflite(
     Args:
         model: A classifier from :func:`build_classifier` (or any ``tf_keras`` model with a
             fixed image input).
-        path: The ``.tflite`` file to write (replaced atomically).
+        path: The ``.tflite`` file to write, through a temporary file and a rename, so a
+            reader never sees half a model. Its directory is created if needed.
         quantization: None (float32), ``"dynamic"`` (int8 weights, float activations),
             ``"float16"`` (float16 weights) or ``"int8"`` (full integer, calibrated).
         representative_data: For int8: a tf.data of preprocessed images or
@@ -122,11 +156,16 @@ def export_tflite(
         calibration_samples: How many images calibrate int8.
         uint8_io: For int8: take uint8 input and give uint8 output (quantized with the
             scales in the model's tensor details) instead of float32.
+        overwrite: Replace a file already at ``path``; without it, an existing file is
+            refused (hubtransfer cannot tell its own ``.tflite`` files from others).
         registry: Where a backbone name is looked up.
 
     Raises:
-        ConfigurationError: Unknown quantization, or int8 without calibration data.
-        ExportError: The converter failed.
+        ConfigurationError: Unknown quantization, int8 without calibration data, or a
+            ``calibration_samples`` that is not a positive integer.
+        ExportError: ``path`` is a directory, or an existing file without
+            ``overwrite=True``, or cannot be written; or the converter failed. Nothing is
+            written then.
     """
     if quantization is not None and quantization not in _QUANTIZATIONS:
         raise ConfigurationError(
@@ -143,6 +182,8 @@ def export_tflite(
         raise ConfigurationError(
             f"uint8_io=True needs quantization='int8'. Received: quantization={quantization!r}."
         )
+    check_int("calibration_samples", calibration_samples)
+    target = _tflite_target(path, overwrite)  # before converting: fail in a second, not minutes
     shape = _input_shape(model)
 
     @tf.function  # type: ignore[untyped-decorator]
@@ -174,11 +215,14 @@ def export_tflite(
             f"{exc}. A backbone loaded from a TF1 Hub module may hold ops TFLite lacks; try "
             "quantization=None or a TF2 backbone."
         ) from exc
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, target)
+    target = _tflite_target(target, overwrite)  # again: conversion takes a while
+    try:
+        atomic_write_bytes(target, flatbuffer)
+    except OSError as exc:
+        raise ExportError(
+            f"Could not write {target}: {exc.strerror or _one_line(exc)}. Choose a path in a "
+            "directory you can write to."
+        ) from exc
     logger.info("Wrote %s (%s, %d bytes)", target, quantization or "float32", len(flatbuffer))
     return target
 
@@ -221,9 +265,10 @@ def export_saved_model(
     *,
     backbone: str | Backbone,
     class_names: tuple[str, ...] | list[str],
+    overwrite: bool = False,
     registry: BackboneRegistry | None = None,
 ) -> Path:
-    """Writes a serving SavedModel, plus ``labels.txt`` beside it (one class per line).
+    """Writes a serving SavedModel directory, with ``labels.txt`` in it (one class per line).
 
     Its ``serving_default`` signature takes a batch of uint8 RGB images of any (uniform)
     size, ``images: uint8[batch, height, width, 3]``, resizes and scales them as the
@@ -231,9 +276,15 @@ def export_saved_model(
     ``class_index`` (int32) and ``class_name`` (string). It reloads with plain
     ``tf.saved_model.load``; no hubtransfer import and no custom objects are needed.
 
+    The directory is built beside ``path`` and renamed into place, with a
+    ``.hubtransfer.json`` marker saying it is a serving SavedModel. ``path`` may be
+    missing or an empty directory. A non-empty directory is replaced only when it holds
+    an earlier serving SavedModel from hubtransfer and ``overwrite=True``; anything else
+    (a folder of your files, a backbone stand-in) is refused and left untouched.
+
     Raises:
         ConfigurationError: ``class_names`` does not match the model's outputs.
-        ExportError: Saving failed.
+        ExportError: ``path`` is taken (see above), or saving failed.
     """
     spec = resolve_backbone(backbone, registry)
     names = tuple(str(c) for c in class_names)
@@ -244,22 +295,29 @@ def export_saved_model(
             "(1 for two classes, else one per class). Pass the class names it was trained on, "
             "e.g. ImageData.class_names."
         )
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    target = Path(path).expanduser()
+
+    def fill(staging: Path) -> None:
+        try:
+            module = _Serving(model, spec, names)
+            tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+            atomic_write_text(staging / "labels.txt", "\n".join(names) + "\n")
+        except Exception as exc:
+            raise ExportError(
+                f"Could not write the serving SavedModel to {target}: {type(exc).__name__}: "
+                f"{_one_line(exc)}. Nothing was written there."
+            ) from exc
+
     try:
-        module = _Serving(model, spec, names)
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
-        (staging / "labels.txt").write_text("\n".join(names) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        return write_directory(
+            target, SERVING_KIND, fill, overwrite=overwrite, error=ExportError,
+            metadata={"backbone": spec.name, "classes": len(names)},
+        )  # fmt: skip
+    except OSError as exc:  # creating the parent or the staging directory
         raise ExportError(
-            f"Could not write the serving SavedModel to {target}: {type(exc).__name__}: {exc}."
+            f"Could not write the serving SavedModel to {target}: "
+            f"{exc.strerror or _one_line(exc)}. Choose a directory you can write to."
         ) from exc
-    return target
 
 
 @dataclass(frozen=True)
@@ -286,47 +344,147 @@ def _predict_class(logits: np.ndarray) -> np.ndarray:
     return (logits[:, 0] > 0).astype(np.int64) if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
+def _interpreter_class() -> Any:
+    """LiteRT's interpreter when ai-edge-litert is installed, else TensorFlow's.
+
+    ``tf.lite.Interpreter`` is deprecated in favour of LiteRT but still ships with TF 2.21;
+    both take ``model_path=`` and have the same tensor API.
+    """
+    try:
+        module = importlib.import_module("ai_edge_litert.interpreter")
+    except ImportError:
+        return tf.lite.Interpreter
+    return module.Interpreter
+
+
+def _open_interpreter(file: Path) -> Any:
+    if not file.is_file():
+        problem = "is a directory" if file.is_dir() else "does not exist"
+        raise ExportError(
+            f"{file} {problem}; evaluate_tflite needs a .tflite file. Pass the path "
+            "export_tflite() returned."
+        )
+    interpreter_class = _interpreter_class()
+    logger.debug("Scoring %s with %s", file, interpreter_class.__module__)
+    try:
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+            warnings.simplefilter("ignore", UserWarning)
+            interpreter = interpreter_class(model_path=str(file))
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(
+            f"{file} is not a TFLite model the interpreter can load ({_one_line(exc)}). "
+            "Export it again with export_tflite()."
+        ) from exc
+    return interpreter
+
+
+def _check_classifier(file: Path, inp: dict[str, Any], out: dict[str, Any], spec: Backbone) -> int:
+    """Checks the model's input against the backbone; returns how many classes it predicts."""
+    in_shape = tuple(int(d) for d in inp["shape"])
+    out_shape = tuple(int(d) for d in out["shape"])
+    if len(in_shape) != 4 or in_shape[-1] != 3 or len(out_shape) != 2:
+        raise ExportError(
+            f"{file} is not an image classifier from export_tflite(): it takes input "
+            f"{list(in_shape)} and gives output {list(out_shape)}, where (batch, height, width, "
+            "3) images in and (batch, logits) out are needed. Export the classifier with "
+            "export_tflite()."
+        )
+    size = spec.image_size
+    if in_shape[1:3] != (size, size):
+        raise ConfigurationError(
+            f"{file} takes {in_shape[1]}x{in_shape[2]} images but backbone {spec.name!r} "
+            f"uses {size}x{size}. Pass the backbone the model was built on (backbone=...)."
+        )
+    logits = out_shape[-1]
+    return 2 if logits == 1 else logits
+
+
+def _class_mismatch(file: Path, model_classes: int, data_classes: str) -> ConfigurationError:
+    logits = 1 if model_classes == 2 else model_classes
+    return ConfigurationError(
+        f"{file} predicts {model_classes} classes ({logits} logit(s): 1 for two classes, else "
+        f"one per class) but the data has {data_classes}. Evaluate on the data the model "
+        "was trained on, or export the model trained on this data."
+    )
+
+
 def evaluate_tflite(
     path: str | os.PathLike[str],
     data: ImageData | tf.data.Dataset,
     *,
     backbone: str | Backbone,
     model: tf_keras.Model | None = None,
-    split: Literal["train", "validation"] = "validation",
+    split: Split = "validation",
     max_examples: int | None = None,
     registry: BackboneRegistry | None = None,
 ) -> TFLiteEvaluation:
     """Accuracy of a ``.tflite`` classifier on a split, and agreement with a Keras model.
 
+    Runs LiteRT's interpreter when ``ai-edge-litert`` is installed (``pip install
+    hubtransfer[litert]``), else ``tf.lite.Interpreter``.
+
     Args:
         path: The ``.tflite`` file (from :func:`export_tflite`).
         data: An ImageData (``split`` is used) or a tf.data of unbatched
             ``(uint8 image, label)`` pairs.
-        backbone: The backbone the model was built on (for resize and scale).
+        backbone: The backbone the model was built on (for resize and scale); its
+            ``image_size`` must be the model's input size.
         model: The Keras model the file came from, to measure agreement.
         split: Which split of an ImageData.
-        max_examples: Score at most this many examples.
+        max_examples: Score at most this many examples (a positive integer).
         registry: Where a backbone name is looked up.
-    """
-    import time
 
+    Raises:
+        ExportError: ``path`` is missing, a directory, not a TFLite model, or not an image
+            classifier; or the interpreter failed.
+        ConfigurationError: The model's input size is not the backbone's, its class count
+            is not the data's (a label outside its classes, for a tf.data), or an argument
+            is out of range.
+        DatasetError: ``data`` yielded no examples, or not ``(image, label)`` pairs.
+    """
+    check_choice("split", split, get_args(Split))
+    if max_examples is not None:
+        check_int("max_examples", max_examples)
+    if not isinstance(data, (ImageData, tf.data.Dataset)):
+        raise ConfigurationError(
+            "data must be an ImageData or a tf.data.Dataset of (uint8 image, label) pairs. "
+            f"Received: {type(data).__name__}."
+        )
     spec = resolve_backbone(backbone, registry)
+    file = Path(path).expanduser()
+    interpreter = _open_interpreter(file)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    model_classes = _check_classifier(file, inp, out, spec)
+    if isinstance(data, ImageData) and data.num_classes != model_classes:
+        raise _class_mismatch(file, model_classes, f"{data.num_classes} classes")
     dataset = getattr(data, split) if isinstance(data, ImageData) else data
     if max_examples is not None:
         dataset = dataset.take(max_examples)
-    with warnings.catch_warnings():  # deprecated in favour of ai_edge_litert, still shipped
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     predictions: list[np.ndarray] = []
     labels: list[int] = []
     images_for_keras: list[np.ndarray] = []
     seconds = 0.0
-    for image, label in dataset:
+    for element in dataset:
+        if not isinstance(element, tuple) or len(element) != 2:
+            raise DatasetError(
+                "evaluate_tflite() needs data of (uint8 image, label) pairs, unbatched; got "
+                f"elements of {len(element) if isinstance(element, tuple) else 1} part(s). "
+                "Pass an ImageData, or map the dataset to (image, label)."
+            )
+        image, label = element
+        if np.ndim(label) != 0:
+            raise DatasetError(
+                f"evaluate_tflite() needs unbatched (image, label) pairs; got labels of shape "
+                f"{list(np.shape(label))}. Call dataset.unbatch() first, or pass an ImageData."
+            )
+        if not 0 <= int(label) < model_classes:
+            raise _class_mismatch(
+                file, model_classes, f"label {int(label)}, so more than {model_classes} classes"
+            )
         x = preprocess_image(image, spec)[None].numpy()
         if inp["dtype"] != np.float32:
             info = np.iinfo(inp["dtype"])
@@ -335,10 +493,16 @@ def evaluate_tflite(
             )
         else:
             x_in = x
-        interpreter.set_tensor(inp["index"], x_in)
-        start = time.perf_counter()
-        interpreter.invoke()
-        seconds += time.perf_counter() - start
+        try:
+            interpreter.set_tensor(inp["index"], x_in)
+            start = time.perf_counter()
+            interpreter.invoke()
+            seconds += time.perf_counter() - start
+        except (ValueError, RuntimeError) as exc:
+            raise ExportError(
+                f"The interpreter failed on {file}: {_one_line(exc)}. Check that the file "
+                "came from export_tflite() for this backbone."
+            ) from exc
         logits = interpreter.get_tensor(out["index"]).astype(np.float32)
         if out["dtype"] != np.float32:
             logits = (logits - out_zero) * out_scale
@@ -358,6 +522,6 @@ def evaluate_tflite(
         accuracy=accuracy,
         agreement=agreement,
         examples=len(labels),
-        bytes=Path(path).stat().st_size,
+        bytes=file.stat().st_size,
         ms_per_image=seconds * 1000.0 / len(labels),
     )

@@ -10,15 +10,18 @@ network (pooled features with a standard deviation near 1e-12), so a frozen stan
 carries no signal at all. ``calibration_images`` re-estimates every BatchNorm layer's
 moving mean and variance on one batch (a training-mode forward pass with momentum 0, no
 gradient step), which restores features with a usable spread.
+
+The stand-in directory is written through :func:`hubtransfer._fs.write_directory`: built
+aside, marked ``.hubtransfer.json`` (kind "backbone stand-in", with the recipe that made
+it), and swapped in. A directory hubtransfer did not write is never replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,15 +29,19 @@ from typing import Literal
 
 import numpy as np
 
+from hubtransfer._fs import MARKER, atomic_write_text, read_marker, write_directory
 from hubtransfer._tf import tf, tf_keras
-from hubtransfer.errors import BackboneLoadError, ConfigurationError
+from hubtransfer.errors import BackboneLoadError, ConfigurationError, ExportError
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
 
 __all__ = ["export_backbone", "exportable_backbones"]
 
 logger = logging.getLogger(__name__)
 
-_MARKER = "hubtransfer_backbone.json"
+#: Marker kind of a stand-in directory (see hubtransfer._fs); its metadata holds the recipe.
+STAND_IN_KIND = "backbone stand-in"
+#: The recipe file of stand-ins written before the shared marker (still recognised).
+_LEGACY_MARKER = "hubtransfer_backbone.json"
 
 
 @dataclass(frozen=True)
@@ -131,12 +138,29 @@ def _save_reusable(model: tf_keras.Model, size: int, directory: Path) -> None:
     tf.saved_model.save(root, str(directory))
 
 
-def _read_marker(directory: Path) -> dict[str, object] | None:
+def _stand_in_recipe(directory: Path) -> dict[str, object] | None:
+    """The recipe of the stand-in hubtransfer wrote in ``directory``, or None.
+
+    A stand-in from before the shared marker keeps its recipe in ``_LEGACY_MARKER``; it
+    gets the shared marker here, so that it can be replaced like any other stand-in.
+    """
+    marker = read_marker(directory)
+    if marker is not None:
+        recipe = marker.get("recipe")
+        is_ours = marker.get("kind") == STAND_IN_KIND and isinstance(recipe, dict)
+        return recipe if is_ours else None  # type: ignore[return-value]
+    if not (directory / "saved_model.pb").is_file():
+        return None
     try:
-        data = json.loads((directory / _MARKER).read_text())
+        legacy = json.loads((directory / _LEGACY_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not (isinstance(legacy, dict) and "name" in legacy):
+        return None
+    with contextlib.suppress(OSError):  # read-only: still reusable, just not replaceable
+        marker = {"kind": STAND_IN_KIND, "recipe": legacy}
+        atomic_write_text(directory / MARKER, json.dumps(marker))
+    return legacy
 
 
 def export_backbone(
@@ -146,29 +170,50 @@ def export_backbone(
     weights: Literal["imagenet"] | None = None,
     calibration_images: np.ndarray | None = None,
     rebuild: bool = False,
+    overwrite: bool = False,
     registry: BackboneRegistry | None = None,
 ) -> Backbone:
     """Writes a local TF2 SavedModel stand-in for a registered backbone.
 
     The SavedModel takes float32 images in [0, 1] of shape ``(image_size, image_size,
-    3)`` and returns pooled features of ``feature_dim``, like the Hub model. A directory
-    that already holds the same export (same name, weights, calibration) is reused.
+    3)`` and returns pooled features of ``feature_dim``, like the Hub model.
+
+    What happens to ``directory``:
+
+    - missing or empty: the stand-in is written there;
+    - holds the same stand-in (same name, image size, weights, calibration): reused, not
+      rebuilt, unless ``rebuild=True``;
+    - holds another stand-in from hubtransfer (other recipe): replaced only with
+      ``overwrite=True`` or ``rebuild=True``, else ExportError;
+    - holds anything else (your files, a serving SavedModel): ExportError, and it is left
+      untouched, whatever the flags.
 
     Args:
         name: Registered name (or Backbone) whose architecture Keras provides; see
             :func:`exportable_backbones`.
-        directory: Where the SavedModel is written (created; replaced atomically).
+        directory: Where the SavedModel is written (created; built aside and swapped in,
+            so a failed export leaves what was there).
         weights: None for random weights, ``"imagenet"`` for Keras's pretrained file
             (downloaded by Keras, so it needs network or a filled ``~/.keras`` cache).
         calibration_images: Optional ``(n, size, size, 3)`` images in [0, 1] used once to
             re-estimate BatchNorm statistics, so a random-weight stand-in gives features
             with a usable spread. ``n`` of 32 or more is plenty.
-        rebuild: Export again even if ``directory`` already holds this export.
+        rebuild: Export again even if ``directory`` already holds this export; this is
+            also permission to replace a stand-in hubtransfer wrote there (never anything
+            else).
+        overwrite: Replace a stand-in of another recipe in ``directory`` (never anything
+            hubtransfer did not write); the same recipe is still reused.
         registry: Where to look ``name`` up; the default registry if None.
 
     Returns:
         The registry's Backbone with ``handle`` pointing at ``directory``, marked TF2 and
         fine-tunable (the stand-in is a TF2 SavedModel, whatever the Hub original is).
+
+    Raises:
+        ConfigurationError: Unknown architecture, weights or calibration shape.
+        BackboneLoadError: Keras could not build the architecture (e.g. no ImageNet file).
+        ExportError: ``directory`` is taken (see above), or the SavedModel could not be
+            written.
     """
     spec = resolve_backbone(name, registry)
     arch = _ARCHITECTURES.get(spec.name)
@@ -191,16 +236,35 @@ def export_backbone(
                 f"with values in [0, 1]. Received shape: {calibration_images.shape}."
             )
     target = Path(directory).expanduser().resolve()
-    recipe = {
+    recipe: dict[str, object] = {
         "name": spec.name,
         "weights": weights,
         "image_size": size,
         "calibrated": calibration_images is not None,
     }
     exported = replace(spec, handle=str(target), hub_format="tf2", fine_tunable=True)
-    if not rebuild and _read_marker(target) == recipe and (target / "saved_model.pb").exists():
+    previous = _stand_in_recipe(target) if target.is_dir() else None
+    if not rebuild and previous == recipe and (target / "saved_model.pb").is_file():
         logger.info("Reusing exported backbone %s in %s", spec.name, target)
         return exported
+    if previous is not None and not (rebuild or overwrite):
+        raise ExportError(
+            f"{target} holds another stand-in ({_describe(previous)}); this export is "
+            f"{_describe(recipe)}. Pass overwrite=True to replace it, or choose another "
+            "directory."
+        )
+    # Refuse a taken path now rather than after the build, which can take minutes.
+    if target.exists() and not target.is_dir():
+        raise ExportError(
+            f"{target} is a file; a {STAND_IN_KIND} is a directory. Choose a path that does "
+            "not exist yet (it is created)."
+        )
+    if previous is None and target.is_dir() and any(target.iterdir()):
+        raise ExportError(
+            f"{target} already exists and holds files hubtransfer did not write as a "
+            f"{STAND_IN_KIND}; it is left untouched. Choose a new directory, or empty that "
+            "one first."
+        )
 
     logger.info("Exporting %s (%s, weights=%s) to %s", spec.name, arch.builder, weights, target)
     try:
@@ -218,15 +282,32 @@ def export_backbone(
             f"{arch.builder} gives {model.output_shape[-1]} features but {spec.name!r} is "
             f"registered with feature_dim={spec.feature_dim}; fix the registry entry."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+
+    def fill(staging: Path) -> None:
+        try:
+            _save_reusable(model, size, staging)
+        except Exception as exc:
+            raise ExportError(
+                f"Could not save the {spec.name!r} stand-in to {target}: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}. Nothing was written there."
+            ) from exc
+
     try:
-        _save_reusable(model, size, staging)
-        (staging / _MARKER).write_text(json.dumps(recipe, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_directory(
+            target, STAND_IN_KIND, fill, overwrite=True, error=ExportError,
+            metadata={"recipe": recipe},
+        )  # fmt: skip
+    except OSError as exc:  # creating the parent or the staging directory
+        raise ExportError(
+            f"Could not write the {spec.name!r} stand-in to {target}: {exc.strerror or exc}. "
+            "Choose a directory you can write to."
+        ) from exc
     return exported
+
+
+def _describe(recipe: dict[str, object]) -> str:
+    calibrated = "calibrated" if recipe.get("calibrated") else "uncalibrated"
+    return (
+        f"{recipe.get('name')!s} at {recipe.get('image_size')!s} px, "
+        f"weights={recipe.get('weights')!r}, {calibrated}"
+    )
