@@ -10,7 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hubtransfer as ht
-from images import write_colour_folder, write_junk
+from hubtransfer.sampling import sample_split, stratified_indices
+from images import write_colour_folder, write_junk, write_sorted_classes
 
 
 def _labels_and_shapes(dataset: tf.data.Dataset) -> list[tuple[tuple[int, ...], int]]:
@@ -261,3 +262,43 @@ def test_fingerprint_follows_the_files(tmp_path: Path) -> None:
     assert ht.load_image_folder(tmp_path).fingerprint == touched
     written["blue"][1].unlink()
     assert ht.load_image_folder(tmp_path).fingerprint not in (first, touched, added)
+
+
+def test_stratified_indices_keep_class_shares_and_every_class() -> None:
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    chosen = stratified_indices(labels, 10, seed=0)
+    assert len(set(chosen.tolist())) == 10
+    assert np.bincount(labels[chosen], minlength=3).tolist() == [8, 1, 1]
+    assert chosen.tolist() == stratified_indices(labels, 10, seed=0).tolist()
+    assert chosen.tolist() != stratified_indices(labels, 10, seed=1).tolist()
+    assert sorted(stratified_indices(labels, 500, seed=0).tolist()) == list(range(100))
+
+
+def test_sample_split_of_a_folder_is_stratified_and_seeded(tmp_path: Path) -> None:
+    write_sorted_classes(tmp_path, per_class=60, classes=("a", "b", "c"))
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+
+    def labels(seed: int, n: int = 30) -> list[int]:
+        return [int(y) for _, y in sample_split(data, "train", n, seed=seed).as_numpy_iterator()]
+
+    first = labels(1)
+    assert sorted(first) == [0] * 10 + [1] * 10 + [2] * 10
+    assert first[:10] != sorted(first[:10]) or len(set(first[:10])) > 1  # mixed order
+    assert labels(1) == first and labels(2) != first
+    assert len(labels(1, n=1000)) == 180  # the whole split when it is smaller than n
+
+
+def test_sample_split_of_tfds_and_missing_test_split() -> None:
+    with tfds.testing.mock_data(num_examples=20):
+        data = ht.load_tfds("cats_vs_dogs")
+        sample = list(sample_split(data, "validation", 6, seed=0).as_numpy_iterator())
+        every = list(data.validation.as_numpy_iterator())
+        assert len(sample) == 6
+        assert all(any(np.array_equal(x, e[0]) for e in every) for x, _ in sample)
+        counts = np.bincount([int(y) for _, y in every], minlength=2)
+        sampled = np.bincount([int(y) for _, y in sample], minlength=2)
+        assert sampled.tolist() == [round(6 * c / 20) for c in counts]
+        with pytest.raises(ht.DatasetError, match=r"no test split.*test_split='test'"):
+            sample_split(data, "test", 4)
+        with pytest.raises(ht.ConfigurationError, match=r"split must be one of"):
+            sample_split(data, "eval", 4)  # type: ignore[arg-type]
