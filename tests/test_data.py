@@ -302,3 +302,76 @@ def test_sample_split_of_tfds_and_missing_test_split() -> None:
             sample_split(data, "test", 4)
         with pytest.raises(ht.ConfigurationError, match=r"split must be one of"):
             sample_split(data, "eval", 4)  # type: ignore[arg-type]
+
+
+def test_image_folder_test_split_is_stratified_seeded_and_disjoint(tmp_path: Path) -> None:
+    write_colour_folder(tmp_path, per_class=20, classes=("blue", "green", "red"))
+    plain = ht.load_image_folder(tmp_path, validation_fraction=0.2, seed=4)
+    assert plain.test is None and plain.counts.test is None and plain.test_files == ()
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=4)
+    assert (data.counts.train, data.counts.validation, data.counts.test) == (42, 12, 6)
+    train, validation, test = map(set, (data.train_files, data.validation_files, data.test_files))
+    assert not (train & validation or train & test or validation & test)
+    assert len(train | validation | test) == 60
+    assert [Path(f).parent.name for f in data.test_files] == ["blue"] * 2 + ["green"] * 2 + [
+        "red"
+    ] * 2
+    assert data.validation_files == plain.validation_files  # a test split only takes from train
+    assert data.test is not None
+    labels = [int(y) for _, y in data.test.as_numpy_iterator()]
+    assert labels == [data.class_names.index(Path(f).parent.name) for f in data.test_files]
+    again = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=4)
+    assert again.test_files == data.test_files and again.fingerprint == data.fingerprint
+    other = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=5)
+    assert other.test_files != data.test_files
+    assert data.fingerprint != plain.fingerprint
+
+
+def test_small_classes_keep_a_training_image_and_say_what_to_do(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_colour_folder(tmp_path / "big", per_class=10, classes=("big",))
+    write_colour_folder(tmp_path / "tiny", per_class=2, classes=("tiny",))
+    for name in ("big", "tiny"):
+        (tmp_path / name / name).rename(tmp_path / f"{name}_class")
+        (tmp_path / name).rmdir()
+    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        data = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.2)
+    assert (data.counts.train, data.counts.validation, data.counts.test) == (8, 2, 2)
+    assert sum("tiny_class" in f for f in data.train_files) == 2
+    assert "'tiny_class' (2)" in caplog.text
+    assert "Add images to these classes (at least 3 each)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_fraction": 1.0}, r"test_fraction must be a number in \[0, 1\), e.g. 0.1"),
+        ({"test_fraction": -0.1}, r"test_fraction must be a number in \[0, 1\)"),
+        (
+            {"validation_fraction": 0.5, "test_fraction": 0.5},
+            r"validation_fraction \+ test_fraction must be below 1.*test_fraction=0.5",
+        ),
+        ({"seed": -1}, r"seed must be an integer >= 0"),
+    ],
+)
+def test_bad_split_arguments(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    write_colour_folder(tmp_path, per_class=2)
+    with pytest.raises(ht.ConfigurationError, match=message):
+        ht.load_image_folder(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_tfds_test_split_and_fingerprint() -> None:
+    with tfds.testing.mock_data(num_examples=6):
+        plain = ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]"))
+        assert plain.test is None and plain.counts.test is None
+        data = ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]"), test_split="test")
+        assert data.test is not None and data.counts.test == 6
+        image, label = next(iter(data.test))
+        assert image.shape == (28, 28, 3) and label.dtype == tf.int64
+        assert len(data.fingerprint) == 64 and data.fingerprint != plain.fingerprint
+        assert ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]")).fingerprint == (
+            plain.fingerprint
+        )
+        with pytest.raises(ht.ConfigurationError, match=r"test_split must be a TFDS split"):
+            ht.load_tfds("mnist", test_split="")

@@ -539,6 +539,17 @@ def _held_out_counts(n: int, validation_fraction: float, test_fraction: float) -
     return n_val, n_test
 
 
+def _smallest_class(validation_fraction: float, test_fraction: float) -> int:
+    """Fewest images a class needs to give every non-zero fraction at least one."""
+    n = 2
+    while n < 100_000:
+        n_val, n_test = _held_out_counts(n, validation_fraction, test_fraction)
+        if (n_val or not validation_fraction) and (n_test or not test_fraction):
+            return n
+        n += 1
+    return n
+
+
 _Splits = dict[str, tuple[list[str], list[int]]]
 
 
@@ -559,7 +570,6 @@ def _split(
             splits[target][0].append(paths[i])
             splits[target][1].append(label)
     if too_small:
-        smallest = min(f for f in (validation_fraction, test_fraction) if f > 0)
         logger.warning(
             "Class(es) %s have too few images to hold out validation/test images at "
             "validation_fraction=%s, test_fraction=%s; what could not be held out trains. "
@@ -567,7 +577,7 @@ def _split(
             ", ".join(too_small),
             validation_fraction,
             test_fraction,
-            int(np.ceil(0.5 / smallest)) + 1,
+            _smallest_class(validation_fraction, test_fraction),
         )
     return splits
 
