@@ -748,10 +748,10 @@ def load_image_folder(
         list(class_names),
     )
 
-    def dataset(name: str, seed: int | None = None) -> tf.data.Dataset:
+    def dataset(name: str, shuffle_seed: int | None = None) -> tf.data.Dataset:
         paths, labels = splits[name]
         return _file_dataset(
-            _FileSplit(tuple(paths), tuple(labels), name, str(root)), shuffle_seed=seed
+            _FileSplit(tuple(paths), tuple(labels), name, str(root)), shuffle_seed=shuffle_seed
         )
 
     return ImageData(
