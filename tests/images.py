@@ -78,3 +78,20 @@ def write_junk(folder: Path) -> list[Path]:
         path.write_bytes(content)
         paths.append(path)
     return paths
+
+
+def write_sorted_classes(
+    root: Path, per_class: int, classes: tuple[str, ...] = ("a", "b"), size: int = 8
+) -> dict[str, list[Path]]:
+    """Many tiny PNGs, one colour per class: a "large", class-sorted folder in seconds."""
+    written: dict[str, list[Path]] = {}
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        png = encode(np.full((size, size, 3), 40 * index, "uint8"), "PNG")
+        written[name] = []
+        for i in range(per_class):
+            path = folder / f"{i:05d}.png"
+            path.write_bytes(png)
+            written[name].append(path)
+    return written

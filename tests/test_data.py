@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import hubtransfer as ht
-from images import write_colour_folder, write_junk
+from hubtransfer.sampling import sample_split, stratified_indices
+from images import write_colour_folder, write_junk, write_sorted_classes
 
 
 def _labels_and_shapes(dataset: tf.data.Dataset) -> list[tuple[tuple[int, ...], int]]:
@@ -79,8 +81,17 @@ def test_image_folder_reads_every_kind_and_skips_junk(
     assert len(decoded) == 20  # every valid image exactly once, junk never reaches the data
     for image_shape, label in decoded:
         assert image_shape == (24, 32, 3) and label in (0, 1)
-    expected_labels = [data.class_names.index(Path(f).parent.name) for f in data.train_files]
-    assert [label for _, label in _labels_and_shapes(data.train)] == expected_labels
+
+    def labels_of(files: tuple[str, ...]) -> list[int]:
+        return [data.class_names.index(Path(f).parent.name) for f in files]
+
+    # validation keeps its file order; train is reshuffled each epoch (same labels).
+    assert [label for _, label in _labels_and_shapes(data.validation)] == labels_of(
+        data.validation_files
+    )
+    assert sorted(label for _, label in _labels_and_shapes(data.train)) == sorted(
+        labels_of(data.train_files)
+    )
 
 
 def test_image_folder_split_is_deterministic_per_seed(tmp_path: Path) -> None:
@@ -107,11 +118,18 @@ def test_image_folder_colours_survive_decoding(tmp_path: Path) -> None:
         ("one_class", r"has 1 class subfolder\(s\) \(only\); at least 2 are needed"),
         ("empty_class", r"Class folder\(s\) 'empty' in .* hold no readable image"),
         ("junk_class", r"Class folder\(s\) 'junk' .*5 file\(s\) in the folder were skipped"),
+        (
+            "all_empty",
+            r"Class folder\(s\) 'a', 'b' in .* hold no readable image \(they are empty\)",
+        ),
     ],
 )
 def test_bad_image_folders(tmp_path: Path, layout: str, message: str) -> None:
     root = tmp_path / "data"
-    if layout != "missing":
+    if layout == "all_empty":
+        for name in ("a", "b"):
+            (root / name).mkdir(parents=True)
+    elif layout != "missing":
         write_colour_folder(root, per_class=2, classes=("only",))
     if layout == "empty_class":
         (root / "empty").mkdir()
@@ -128,3 +146,232 @@ def test_bad_validation_fraction(tmp_path: Path) -> None:
         ht.ConfigurationError, match=r"validation_fraction must be a number in \[0, 1\)"
     ):
         ht.load_image_folder(tmp_path, validation_fraction=1.0)
+
+
+def test_metadata_folders_and_files_are_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    written = write_colour_folder(tmp_path, per_class=4)
+    for folder in ("__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", ".git"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "thumb.jpg").write_bytes(b"junk")
+        (tmp_path / "red" / folder).mkdir()
+        (tmp_path / "red" / folder / "thumb.jpg").write_bytes(b"junk")
+    for name in ("Thumbs.db", "desktop.ini", ".DS_Store", "._img_000.jpg"):
+        (tmp_path / "blue" / name).write_bytes(b"junk")
+    with caplog.at_level(logging.DEBUG, logger="hubtransfer"):
+        data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+    assert data.class_names == ("blue", "red")
+    assert data.counts.skipped == 0 and data.counts.train == 8
+    assert set(data.train_files) == {str(p) for paths in written.values() for p in paths}
+    assert "Ignored 14 metadata/hidden" in caplog.text and "@eaDir" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (("cat ", "dog"), r"'cat ' .*cannot be a class name: it starts or ends with whitespace"),
+        (("ca\nt", "dog"), r"control character .*labels.txt.*Rename the folder, e.g. to 'ca_t'"),
+        (("a\\b", "dog"), r"backslash.*Rename the folder, e.g. to 'a_b'"),
+        (("Cat", "cat"), r"'Cat' and 'cat' .*differ only in letter case.*rename one"),
+        (("caf\u00e9", "cafe\u0301"), r"differ only in letter case or Unicode form"),
+    ],
+)
+def test_class_names_that_break_labels_are_rejected(
+    tmp_path: Path, names: tuple[str, str], message: str
+) -> None:
+    write_colour_folder(tmp_path, per_class=1, classes=names)
+    with pytest.raises(ht.DatasetError, match=message):
+        ht.load_image_folder(tmp_path)
+
+
+def test_class_folder_linked_to_another_class_is_rejected(tmp_path: Path) -> None:
+    write_colour_folder(tmp_path, per_class=2)
+    (tmp_path / "crimson").symlink_to(tmp_path / "red", target_is_directory=True)
+    with pytest.raises(
+        ht.DatasetError, match=r"'crimson' and 'red' .*same folder.*Remove the link"
+    ):
+        ht.load_image_folder(tmp_path)
+
+
+def test_files_reachable_twice_are_read_once_and_never_under_two_labels(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    written = write_colour_folder(tmp_path, per_class=4)
+    red0, red1, blue0 = written["red"][0], written["red"][1], written["blue"][0]
+    (tmp_path / "red" / "alias.png").symlink_to(red0)  # same class, by a link
+    os.link(red1, tmp_path / "red" / "hard.png")  # same class, a hard link
+    (tmp_path / "red" / "stolen.jpg").symlink_to(blue0)  # a blue image, also under red
+    (tmp_path / "red" / "sub").mkdir()
+    (tmp_path / "red" / "sub" / "loop").symlink_to(tmp_path / "red", target_is_directory=True)
+    (tmp_path / "red" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(tmp_path / "blue" / "pipe.jpg")  # reading it would block forever
+    with caplog.at_level(logging.INFO, logger="hubtransfer"):
+        data = ht.load_image_folder(tmp_path, validation_fraction=0.25, seed=0)
+    reasons = dict(data.counts.skip_reasons)
+    assert list(reasons) == list(data.counts.skipped_files)
+    assert reasons[str(tmp_path / "red" / "alias.png")] == f"duplicate of {red0}"
+    hard = str(tmp_path / "red" / "hard.png")  # neither is a link: the first path is kept
+    assert reasons[str(red1)] == f"duplicate of {hard}"
+    assert reasons[str(blue0)].startswith("under two classes: 'blue' and 'red'")
+    assert reasons[str(tmp_path / "red" / "stolen.jpg")].startswith("under two classes")
+    assert reasons[str(tmp_path / "red" / "dangling.jpg")].startswith("unreadable")
+    assert reasons[str(tmp_path / "blue" / "pipe.jpg")] == "not a regular file"
+    assert data.counts.skipped == 6
+    used = data.train_files + data.validation_files
+    assert len(used) == len(set(used)) == 7  # 8 images, minus the one under two classes
+    assert str(blue0) not in used and not any("loop" in f for f in used)
+    assert "reachable under two classes" in caplog.text and str(blue0) in caplog.text
+
+
+def test_files_lost_after_loading_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_colour_folder(tmp_path, per_class=4)
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+    assert data.missing_files() == ()
+    gone = data.train_files[2]
+    os.remove(gone)
+    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        assert len(list(data.train)) == 7
+    assert data.missing_files() == (gone,)
+    assert f"1 file(s) of the train split of {tmp_path}" in caplog.text and gone in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        assert len(list(data.train)) == 7  # the next epoch: still skipped, warned once
+    assert gone not in caplog.text
+
+
+def test_fingerprint_follows_the_files(tmp_path: Path) -> None:
+    written = write_colour_folder(tmp_path, per_class=4)
+    first = ht.load_image_folder(tmp_path).fingerprint
+    assert len(first) == 64 and int(first, 16) >= 0
+    assert ht.load_image_folder(tmp_path).fingerprint == first
+    assert ht.load_image_folder(tmp_path, seed=1).fingerprint != first
+    assert ht.load_image_folder(tmp_path, validation_fraction=0.5).fingerprint != first
+    target = written["red"][0]
+    info = target.stat()
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    touched = ht.load_image_folder(tmp_path).fingerprint
+    assert touched != first
+    extra = tmp_path / "red" / "extra.png"
+    extra.write_bytes(written["red"][2].read_bytes())
+    added = ht.load_image_folder(tmp_path).fingerprint
+    assert added not in (first, touched)
+    extra.unlink()
+    assert ht.load_image_folder(tmp_path).fingerprint == touched
+    written["blue"][1].unlink()
+    assert ht.load_image_folder(tmp_path).fingerprint not in (first, touched, added)
+
+
+def test_stratified_indices_keep_class_shares_and_every_class() -> None:
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    chosen = stratified_indices(labels, 10, seed=0)
+    assert len(set(chosen.tolist())) == 10
+    assert np.bincount(labels[chosen], minlength=3).tolist() == [8, 1, 1]
+    assert chosen.tolist() == stratified_indices(labels, 10, seed=0).tolist()
+    assert chosen.tolist() != stratified_indices(labels, 10, seed=1).tolist()
+    assert sorted(stratified_indices(labels, 500, seed=0).tolist()) == list(range(100))
+
+
+def test_sample_split_of_a_folder_is_stratified_and_seeded(tmp_path: Path) -> None:
+    write_sorted_classes(tmp_path, per_class=60, classes=("a", "b", "c"))
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+
+    def labels(seed: int, n: int = 30) -> list[int]:
+        return [int(y) for _, y in sample_split(data, "train", n, seed=seed).as_numpy_iterator()]
+
+    first = labels(1)
+    assert sorted(first) == [0] * 10 + [1] * 10 + [2] * 10
+    assert first[:10] != sorted(first[:10]) or len(set(first[:10])) > 1  # mixed order
+    assert labels(1) == first and labels(2) != first
+    assert len(labels(1, n=1000)) == 180  # the whole split when it is smaller than n
+
+
+def test_sample_split_of_tfds_and_missing_test_split() -> None:
+    with tfds.testing.mock_data(num_examples=20):
+        data = ht.load_tfds("cats_vs_dogs")
+        sample = list(sample_split(data, "validation", 6, seed=0).as_numpy_iterator())
+        every = list(data.validation.as_numpy_iterator())
+        assert len(sample) == 6
+        assert all(any(np.array_equal(x, e[0]) for e in every) for x, _ in sample)
+        counts = np.bincount([int(y) for _, y in every], minlength=2)
+        sampled = np.bincount([int(y) for _, y in sample], minlength=2)
+        assert sampled.tolist() == [round(6 * c / 20) for c in counts]
+        with pytest.raises(ht.DatasetError, match=r"no test split.*test_split='test'"):
+            sample_split(data, "test", 4)
+        with pytest.raises(ht.ConfigurationError, match=r"split must be one of"):
+            sample_split(data, "eval", 4)  # type: ignore[arg-type]
+
+
+def test_image_folder_test_split_is_stratified_seeded_and_disjoint(tmp_path: Path) -> None:
+    write_colour_folder(tmp_path, per_class=20, classes=("blue", "green", "red"))
+    plain = ht.load_image_folder(tmp_path, validation_fraction=0.2, seed=4)
+    assert plain.test is None and plain.counts.test is None and plain.test_files == ()
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=4)
+    assert (data.counts.train, data.counts.validation, data.counts.test) == (42, 12, 6)
+    train, validation, test = map(set, (data.train_files, data.validation_files, data.test_files))
+    assert not (train & validation or train & test or validation & test)
+    assert len(train | validation | test) == 60
+    assert [Path(f).parent.name for f in data.test_files] == ["blue"] * 2 + ["green"] * 2 + [
+        "red"
+    ] * 2
+    assert data.validation_files == plain.validation_files  # a test split only takes from train
+    assert data.test is not None
+    labels = [int(y) for _, y in data.test.as_numpy_iterator()]
+    assert labels == [data.class_names.index(Path(f).parent.name) for f in data.test_files]
+    again = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=4)
+    assert again.test_files == data.test_files and again.fingerprint == data.fingerprint
+    other = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.1, seed=5)
+    assert other.test_files != data.test_files
+    assert data.fingerprint != plain.fingerprint
+
+
+def test_small_classes_keep_a_training_image_and_say_what_to_do(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_colour_folder(tmp_path / "big", per_class=10, classes=("big",))
+    write_colour_folder(tmp_path / "tiny", per_class=2, classes=("tiny",))
+    for name in ("big", "tiny"):
+        (tmp_path / name / name).rename(tmp_path / f"{name}_class")
+        (tmp_path / name).rmdir()
+    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        data = ht.load_image_folder(tmp_path, validation_fraction=0.2, test_fraction=0.2)
+    assert (data.counts.train, data.counts.validation, data.counts.test) == (8, 2, 2)
+    assert sum("tiny_class" in f for f in data.train_files) == 2
+    assert "'tiny_class' (2)" in caplog.text
+    assert "Add images to these classes (at least 3 each)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_fraction": 1.0}, r"test_fraction must be a number in \[0, 1\), e.g. 0.1"),
+        ({"test_fraction": -0.1}, r"test_fraction must be a number in \[0, 1\)"),
+        (
+            {"validation_fraction": 0.5, "test_fraction": 0.5},
+            r"validation_fraction \+ test_fraction must be below 1.*test_fraction=0.5",
+        ),
+        ({"seed": -1}, r"seed must be an integer >= 0"),
+    ],
+)
+def test_bad_split_arguments(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    write_colour_folder(tmp_path, per_class=2)
+    with pytest.raises(ht.ConfigurationError, match=message):
+        ht.load_image_folder(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_tfds_test_split_and_fingerprint() -> None:
+    with tfds.testing.mock_data(num_examples=6):
+        plain = ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]"))
+        assert plain.test is None and plain.counts.test is None
+        data = ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]"), test_split="test")
+        assert data.test is not None and data.counts.test == 6
+        image, label = next(iter(data.test))
+        assert image.shape == (28, 28, 3) and label.dtype == tf.int64
+        assert len(data.fingerprint) == 64 and data.fingerprint != plain.fingerprint
+        assert ht.load_tfds("mnist", splits=("train[:90%]", "train[90%:]")).fingerprint == (
+            plain.fingerprint
+        )
+        with pytest.raises(ht.ConfigurationError, match=r"test_split must be a TFDS split"):
+            ht.load_tfds("mnist", test_split="")

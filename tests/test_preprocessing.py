@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import tensorflow as tf
 
 import hubtransfer as ht
 from hubtransfer.preprocessing import preprocess_image
+from images import write_sorted_classes
 
 MNV2 = ht.get_backbone("mobilenet_v2")
 
@@ -97,3 +101,48 @@ def test_prepare_rejects_batched_or_unlabelled_data() -> None:
         ht.prepare(_dataset().batch(2), MNV2)
     with pytest.raises(ht.DatasetError, match="element_spec"):
         ht.prepare(tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 3))), MNV2)
+
+
+def test_batches_mix_classes_from_the_first_step_in_a_class_sorted_folder(
+    tmp_path: Path,
+) -> None:
+    # 2 x 1,500 images listed class by class: a 1,024-image buffer gave 7 one-class
+    # batches at the start of every epoch. The file list is now shuffled in full.
+    write_sorted_classes(tmp_path, per_class=1500)
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.2, seed=0)
+    spec = dataclasses.replace(MNV2, image_size=8)
+    pipeline = ht.prepare(data.train, spec, training=True, batch_size=32, seed=7)
+
+    def epoch() -> list[int]:
+        return [int(y) for _, ys in pipeline for y in ys.numpy()]
+
+    start = time.perf_counter()
+    first, second = epoch(), epoch()
+    seconds = time.perf_counter() - start
+    assert sorted(first) == sorted(second) and len(first) == data.counts.train == 2400
+    assert first != second  # reshuffled every epoch
+    tenth = first[: len(first) // 10]
+    share = tenth.count(1) / len(tenth)
+    batches = [first[i : i + 32] for i in range(0, len(first), 32)]
+    one_class = sum(len(set(b)) == 1 for b in batches)
+    logging.getLogger(__name__).info(
+        "class-b share in the first tenth: %.3f; one-class batches: %d; 2 epochs in %.1f s",
+        share, one_class, seconds,
+    )  # fmt: skip
+    assert 0.35 <= share <= 0.65
+    assert one_class == 0
+    again = ht.prepare(data.train, spec, training=True, batch_size=32, seed=7)
+    assert [int(y) for _, ys in again for y in ys.numpy()] == first  # same seed, same order
+    other = ht.prepare(data.train, spec, training=True, batch_size=32, seed=8)
+    assert [int(y) for _, ys in other for y in ys.numpy()] != first
+
+
+def test_buffer_shuffle_still_used_for_other_datasets_and_on_request(tmp_path: Path) -> None:
+    spec = dataclasses.replace(MNV2, image_size=8)
+    ids = tf.data.Dataset.from_tensor_slices((np.zeros((8, 8, 8, 3), "uint8"), np.arange(8)))
+    labels = [int(y) for _, ys in ht.prepare(ids, spec, training=True, seed=3) for y in ys]
+    assert sorted(labels) == list(range(8)) and labels != list(range(8))
+    write_sorted_classes(tmp_path, per_class=6)
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
+    both = ht.prepare(data.train, spec, training=True, shuffle_buffer=4, batch_size=4)
+    assert sorted(int(y) for _, ys in both for y in ys) == [0] * 6 + [1] * 6

@@ -2,12 +2,22 @@
 
 Images stay at their stored size here; :func:`hubtransfer.prepare` resizes and scales
 them for a particular backbone.
+
+An image folder's splits are built from lists of file paths. The ``train`` split shuffles
+its whole list of paths (cheap strings) before decoding, afresh each epoch, so any
+stretch of an epoch is a random sample of every class, whatever the dataset's size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import stat
+import unicodedata
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +27,31 @@ import numpy as np
 from hubtransfer._tf import tf
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, DatasetError
+from hubtransfer.validation import check_fraction, check_int
 
 __all__ = ["ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
 
 logger = logging.getLogger(__name__)
 
 _AUTOTUNE = tf.data.AUTOTUNE
+
+#: Folders and files that operating systems and NAS boxes write next to photos, compared
+#: case-insensitively. Names starting with "." (.DS_Store, ._AppleDouble, .git) are
+#: ignored too.
+_METADATA_NAMES = frozenset(
+    name.casefold()
+    for name in (
+        "__MACOSX",  # macOS zip resource forks
+        "@eaDir",  # Synology thumbnails
+        "$RECYCLE.BIN",  # Windows recycle bin on removable drives
+        "System Volume Information",
+        "Thumbs.db",
+        "ehthumbs.db",
+        "desktop.ini",
+    )
+)
+
+_UNREADABLE = "unreadable (corrupt, truncated, empty or not an image)"
 
 
 @dataclass(frozen=True)
@@ -32,28 +61,43 @@ class ImageCounts:
     Attributes:
         train: Training examples (None when the source cannot tell without a full pass).
         validation: Validation examples (None likewise).
-        skipped: Files skipped as corrupt, truncated, empty or not images.
+        skipped: Files left out: unreadable, duplicates, or reachable under two classes.
         skipped_files: Paths of the skipped files (image folders only).
+        skip_reasons: ``(path, reason)`` for each skipped file, in the order of
+            ``skipped_files``: ``"unreadable (...)"``, ``"duplicate of <path>"``, or
+            ``"under two classes: ..."``.
+        test: Test examples; None without a test split (or when unknown, as above).
     """
 
     train: int | None
     validation: int | None
     skipped: int = 0
     skipped_files: tuple[str, ...] = field(default=(), repr=False)
+    skip_reasons: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    test: int | None = None
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """A labelled image dataset split into train and validation.
+    """A labelled image dataset split into train, validation and (optionally) test.
 
     Attributes:
         train: ``tf.data.Dataset`` of ``(image, label)``: uint8 ``(H, W, 3)``, int64 scalar.
-        validation: The same for validation.
+            For image folders it is reshuffled at file level every epoch (seeded).
+        validation: The same for validation, in a fixed order.
         class_names: Label ``i`` is ``class_names[i]``.
         counts: Example counts and skipped files.
         source: Where the data came from, e.g. ``"tfds:cats_vs_dogs"`` or a folder path.
-        train_files: For image folders, the files in ``train``, in dataset order.
-        validation_files: For image folders, the files in ``validation``, in order.
+        train_files: For image folders, the files of the training split, grouped by
+            class. This is the split's content, not the order ``train`` yields them in.
+        validation_files: For image folders, the validation files, in dataset order.
+        test: The held-out test split, like ``validation``; None if none was asked for.
+        test_files: For image folders, the test files, in dataset order.
+        fingerprint: Hex digest of what the data is, for resuming work on the same data.
+            Image folders: every split's files (path relative to the folder, size,
+            modification time in ns, label), the class names, the seed and the
+            fractions; touching, adding or removing a file changes it. TFDS: the name,
+            the prepared version, the split expressions, data_dir and the features used.
     """
 
     train: tf.data.Dataset
@@ -63,11 +107,23 @@ class ImageData:
     source: str = ""
     train_files: tuple[str, ...] = field(default=(), repr=False)
     validation_files: tuple[str, ...] = field(default=(), repr=False)
+    test: tf.data.Dataset | None = field(default=None, repr=False)
+    test_files: tuple[str, ...] = field(default=(), repr=False)
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    def missing_files(self) -> tuple[str, ...]:
+        """Files of any split that no longer exist or cannot be read now.
+
+        The datasets skip such files (an epoch shrinks by one image per file) and warn
+        once per file through the ``hubtransfer`` logger at the end of each pass; call
+        this to check before or after training. Always empty for TFDS data.
+        """
+        return _unreadable_now(self.train_files + self.validation_files + self.test_files)
 
 
 def _to_rgb_uint8(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -86,6 +142,11 @@ def _known_count(dataset: tf.data.Dataset) -> int | None:
     return n if n >= 0 else None
 
 
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def load_tfds(
     name: str,
     *,
@@ -94,11 +155,16 @@ def load_tfds(
     download: bool = False,
     image_key: str | None = None,
     label_key: str | None = None,
+    test_split: str | None = None,
 ) -> ImageData:
     """Loads an image classification dataset from TensorFlow Datasets.
 
     The default split is the report's: the first 80% of ``train`` for training and the
     last 20% for validation. Class names come from the builder's ``ClassLabel`` feature.
+
+    TFDS writes examples to disk in a shuffled order when it prepares a dataset, so the
+    splits are not grouped by class; :func:`hubtransfer.prepare` shuffles them further
+    with a buffer when training.
 
     Args:
         name: TFDS name, e.g. ``"cats_vs_dogs"`` (a version may follow: ``"name:4.0.1"``).
@@ -109,6 +175,8 @@ def load_tfds(
             so that a machine without network fails at once instead of retrying for minutes.
         image_key: Feature holding the image; found from the builder's metadata if None.
         label_key: Feature holding the class label; found likewise if None.
+        test_split: A third split expression held out for a final test, e.g. ``"test"``
+            or ``"train[90%:]"`` (then narrow ``splits`` so they do not overlap it).
 
     Raises:
         DatasetError: Unknown dataset, data not prepared (and not downloadable), or no
@@ -116,15 +184,21 @@ def load_tfds(
     """
     import tensorflow_datasets as tfds
 
-    if len(splits) != 2:
+    if isinstance(splits, str) or len(splits) != 2:
         raise ConfigurationError(
             f"splits must be a (train, validation) pair, e.g. ('train[:80%]', 'train[80%:]'). "
             f"Received: splits={splits!r}."
         )
+    if test_split is not None and not (isinstance(test_split, str) and test_split.strip()):
+        raise ConfigurationError(
+            "test_split must be a TFDS split expression, e.g. 'test' or 'train[90%:]', or "
+            f"None for no test split. Received: test_split={test_split!r}."
+        )
+    wanted = [*splits, *([test_split] if test_split is not None else [])]
     where = os.fspath(data_dir) if data_dir is not None else "TFDS's default data_dir"
     try:
-        (train, validation), info = tfds.load(
-            name, split=list(splits), data_dir=data_dir, download=download, with_info=True
+        loaded, info = tfds.load(
+            name, split=wanted, data_dir=data_dir, download=download, with_info=True
         )
     except tfds.core.registered.DatasetNotFoundError as exc:
         raise DatasetError(
@@ -138,7 +212,7 @@ def load_tfds(
             else "the download failed; check the network"
         )
         raise DatasetError(
-            f"Could not load TFDS dataset {name!r} (splits {list(splits)}) from {where}: "
+            f"Could not load TFDS dataset {name!r} (splits {wanted}) from {where}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. To supply "
             f"it: {how}; or point data_dir at a directory where it is already prepared "
             "(copied from another machine); or put the manual download in "
@@ -151,17 +225,41 @@ def load_tfds(
     def select(example: dict[str, Any]) -> tuple[tf.Tensor, tf.Tensor]:
         return _to_rgb_uint8(example[image_key], example[label_key])
 
-    train = train.map(select, num_parallel_calls=_AUTOTUNE)
-    validation = validation.map(select, num_parallel_calls=_AUTOTUNE)
-    counts = ImageCounts(_known_count(train), _known_count(validation))
+    train, validation, *rest = (ds.map(select, num_parallel_calls=_AUTOTUNE) for ds in loaded)
+    test = rest[0] if rest else None
+    counts = ImageCounts(
+        _known_count(train),
+        _known_count(validation),
+        test=_known_count(test) if test is not None else None,
+    )
+    fingerprint = _digest(
+        {
+            "kind": "tfds",
+            "name": name,
+            "version": str(info.version),
+            "splits": list(splits),
+            "test_split": test_split,
+            "data_dir": os.fspath(data_dir) if data_dir is not None else None,
+            "features": [image_key, label_key],
+        }
+    )
     logger.info(
-        "Loaded tfds:%s: %s train, %s validation, classes %s",
+        "Loaded tfds:%s: %s train, %s validation, %s test, classes %s",
         name,
         counts.train,
         counts.validation,
+        counts.test if test is not None else "no",
         class_names,
     )
-    return ImageData(train, validation, class_names, counts, source=f"tfds:{name}")
+    return ImageData(
+        train,
+        validation,
+        class_names,
+        counts,
+        source=f"tfds:{name}",
+        test=test,
+        fingerprint=fingerprint,
+    )
 
 
 def _find_keys(
@@ -192,6 +290,9 @@ def _find_keys(
     return str(image_key), str(label_key)
 
 
+# --- image folders: datasets built from file lists ---------------------------------------
+
+
 def _decode(path: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
@@ -201,8 +302,10 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
 def _valid_files(paths: list[str]) -> set[str]:
     # One parallel decoding pass in tf.data; files that fail to decode are dropped by
     # ignore_errors(), so corrupt files are found once, here, and never crash an epoch.
+    if not paths:
+        return set()
     checked = (
-        tf.data.Dataset.from_tensor_slices(paths)
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
         .map(lambda p: (p, tf.shape(_decode(p))), num_parallel_calls=_AUTOTUNE)
         .ignore_errors()
         .map(lambda p, shape: p)
@@ -210,14 +313,302 @@ def _valid_files(paths: list[str]) -> set[str]:
     return {p.decode() for p in checked.as_numpy_iterator()}
 
 
-def _image_dataset(paths: list[str], labels: list[int]) -> tf.data.Dataset:
+def _unreadable_now(paths: Iterable[str]) -> tuple[str, ...]:
+    lost = []
+    for path in paths:
+        try:
+            is_file = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            is_file = False
+        if not (is_file and os.access(path, os.R_OK)):
+            lost.append(path)
+    return tuple(lost)
+
+
+@dataclass(frozen=True)
+class _FileSplit:
+    """What a split of an image folder is made of, kept so it can be re-read or sampled."""
+
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    name: str  # "train", "validation", "test"
+    source: str
+
+
+# Datasets built by _file_dataset -> their file list. Weak keys: a dataset dropped by
+# its user takes its entry with it.
+_FILE_SPLITS: weakref.WeakKeyDictionary[tf.data.Dataset, _FileSplit] = weakref.WeakKeyDictionary()
+
+
+def file_split(dataset: tf.data.Dataset) -> _FileSplit | None:
+    """The file list behind an image folder's split dataset; None for other datasets."""
+    return _FILE_SPLITS.get(dataset)
+
+
+def _loss_report(files: _FileSplit) -> tf.data.Dataset:
+    """An empty dataset that, when reached at the end of a pass, warns of lost files."""
+    warned: set[str] = set()
+
+    def check() -> Any:
+        lost = _unreadable_now(files.paths)
+        new = [p for p in lost if p not in warned]
+        if new:
+            warned.update(new)
+            logger.warning(
+                "%d file(s) of the %s split of %s were deleted, moved or made unreadable "
+                "since loading and were left out of this pass: %s. Reload the folder with "
+                "load_image_folder() to rescan it.",
+                len(new),
+                files.name,
+                files.source,
+                ", ".join(new[:10]) + (", ..." if len(new) > 10 else ""),
+            )
+        return np.int64(len(lost))
+
+    return (
+        tf.data.Dataset.from_tensors(np.int64(0))
+        .map(lambda _: tf.numpy_function(check, [], tf.int64, stateful=True))
+        .filter(lambda n: n < 0)  # never true: the check runs, nothing is yielded
+        .map(lambda n: (tf.zeros([0, 0, 3], tf.uint8), n))
+    )
+
+
+def _file_dataset(files: _FileSplit, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Decoded ``(image, label)`` pairs of ``files``; with a seed, in a fresh order per pass."""
     dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths, tf.string), tf.constant(labels, tf.int64))
+        (tf.constant(files.paths, tf.string, shape=[len(files.paths)]),
+         tf.constant(files.labels, tf.int64, shape=[len(files.labels)]))
+    )  # fmt: skip
+    if shuffle_seed is not None and len(files.paths) > 1:
+        # The whole list of paths, not a window of decoded images: classes mix at any size.
+        dataset = dataset.shuffle(
+            len(files.paths), seed=shuffle_seed, reshuffle_each_iteration=True
+        )
+    # ignore_errors: a file deleted or changed after the scan is skipped, not fatal;
+    # _loss_report names it at the end of the pass.
+    dataset = (
+        dataset.map(lambda p, y: (_decode(p), y), num_parallel_calls=_AUTOTUNE)
+        .ignore_errors(log_warning=True)
+        .concatenate(_loss_report(files))
     )
-    # ignore_errors: a file changed or deleted after the scan is skipped, not fatal.
-    return dataset.map(lambda p, y: (_decode(p), y), num_parallel_calls=_AUTOTUNE).ignore_errors(
-        log_warning=True
-    )
+    _FILE_SPLITS[dataset] = files
+    return dataset
+
+
+def reshuffled(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset | None:
+    """An image folder's split, its whole file list shuffled with ``seed`` every epoch.
+
+    None if ``dataset`` is not a split built by :func:`load_image_folder` (for example
+    a ``.map()`` of one); callers then shuffle with a buffer instead.
+    """
+    files = file_split(dataset)
+    return None if files is None else _file_dataset(files, shuffle_seed=seed)
+
+
+# --- image folders: scanning --------------------------------------------------------------
+
+
+def _is_metadata(name: str) -> bool:
+    return name.startswith(".") or name.casefold() in _METADATA_NAMES
+
+
+def _class_name_problem(name: str) -> str | None:
+    if name != name.strip():
+        return "it starts or ends with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "it holds a control character (a newline, tab or similar)"
+    if "\\" in name:
+        return "it holds a backslash, a path separator on Windows"
+    return None
+
+
+def _suggest_name(name: str) -> str:
+    cleaned = "".join(
+        "_" if c == "\\" or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name
+    ).strip()
+    return cleaned or "class_1"
+
+
+def _check_class_folders(root: Path, class_dirs: Sequence[Path]) -> None:
+    for folder in class_dirs:
+        problem = _class_name_problem(folder.name)
+        if problem:
+            raise DatasetError(
+                f"Class folder {folder.name!r} in {root} cannot be a class name: {problem}. "
+                "Class names become labels, lines of labels.txt and cells of CSV files. "
+                f"Rename the folder, e.g. to {_suggest_name(folder.name)!r}."
+            )
+    seen: dict[str, str] = {}
+    for folder in class_dirs:
+        key = unicodedata.normalize("NFC", folder.name).casefold()
+        if key in seen:
+            raise DatasetError(
+                f"Class folders {seen[key]!r} and {folder.name!r} in {root} differ only in "
+                "letter case or Unicode form: on macOS and Windows they are one folder, and "
+                "per-class output files would overwrite each other. Merge them into one "
+                "folder or rename one of them."
+            )
+        seen[key] = folder.name
+    real: dict[str, str] = {}
+    for folder in class_dirs:
+        target = os.path.realpath(folder)
+        if target in real:
+            raise DatasetError(
+                f"Class folders {real[target]!r} and {folder.name!r} in {root} are the same "
+                f"folder ({target}; one is a link to the other), so every image would have "
+                "two labels. Remove the link, or copy the images if both classes are meant."
+            )
+        real[target] = folder.name
+
+
+def _walk_class(folder: Path, ignored: list[str]) -> list[str]:
+    """Every file under ``folder``, links followed, each directory visited once."""
+    files: list[str] = []
+    visited: set[str] = set()
+
+    def unreadable_dir(error: OSError) -> None:
+        logger.warning("Could not list %s (%s); its images are left out.", error.filename, error)
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a link back up the tree, or to a folder already read
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        ignored.extend(os.path.join(dirpath, d) for d in dirnames if _is_metadata(d))
+        dirnames[:] = sorted(d for d in dirnames if not _is_metadata(d))
+        for name in filenames:
+            (ignored if _is_metadata(name) else files).append(os.path.join(dirpath, name))
+    return sorted(files)
+
+
+@dataclass
+class _Scan:
+    """Files of each class after removing duplicates and files under two classes."""
+
+    files: dict[str, list[str]]  # class name -> kept paths, sorted
+    skipped: list[tuple[str, str]]  # (path, reason), in listing order
+    stats: dict[str, tuple[int, int]]  # kept path -> (size, mtime_ns)
+    listed: list[str]  # every path found, in class then path order
+
+
+def _scan(class_dirs: Sequence[Path], ignored: list[str]) -> _Scan:
+    listed = {d.name: _walk_class(d, ignored) for d in class_dirs}
+    skipped: dict[str, str] = {}
+    stats: dict[str, tuple[int, int]] = {}
+    # The same file (same device and inode: links, hard links, linked folders) may be
+    # reachable by several paths: keep it once, and never under two labels.
+    where: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for name, paths in listed.items():
+        for path in paths:
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                skipped[path] = f"unreadable ({exc.strerror or exc}; a broken link?)"
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                skipped[path] = "not a regular file"
+                continue
+            stats[path] = (info.st_size, info.st_mtime_ns)
+            where.setdefault((info.st_dev, info.st_ino), []).append((name, path))
+    for places in where.values():
+        if len(places) == 1:
+            continue
+        classes = sorted({name for name, _ in places})
+        if len(classes) > 1:
+            for _, path in places:
+                others = ", ".join(p for _, p in places if p != path)
+                skipped[path] = (
+                    f"under two classes: {' and '.join(map(repr, classes))} (also {others})"
+                )
+            continue
+        # One class: keep the path that is not a link if there is one, else the first.
+        keep = min((p for _, p in places), key=lambda p: (os.path.islink(p), p))
+        for _, path in places:
+            if path != keep:
+                skipped[path] = f"duplicate of {keep}"
+    files = {name: [p for p in paths if p not in skipped] for name, paths in listed.items()}
+    order = [p for paths in listed.values() for p in paths]
+    return _Scan(files, [(p, skipped[p]) for p in order if p in skipped], stats, order)
+
+
+def _held_out_counts(n: int, validation_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(validation, test) images of a class of ``n``; at least one stays for training."""
+    n_val = min(round(n * validation_fraction), n - 1)
+    n_test = min(round(n * test_fraction), n - 1 - n_val)
+    return n_val, n_test
+
+
+def _smallest_class(validation_fraction: float, test_fraction: float) -> int:
+    """Fewest images a class needs to give every non-zero fraction at least one."""
+    n = 2
+    while n < 100_000:
+        n_val, n_test = _held_out_counts(n, validation_fraction, test_fraction)
+        if (n_val or not validation_fraction) and (n_test or not test_fraction):
+            return n
+        n += 1
+    return n
+
+
+_Splits = dict[str, tuple[list[str], list[int]]]
+
+
+def _split(
+    files: dict[str, list[str]], validation_fraction: float, test_fraction: float, seed: int
+) -> _Splits:
+    """Stratified, seeded split; a class too small to hold images out trains on all."""
+    rng = np.random.default_rng(seed)
+    splits: _Splits = {name: ([], []) for name in ("train", "validation", "test")}
+    too_small = []
+    for label, (name, paths) in enumerate(files.items()):
+        order = rng.permutation(len(paths))
+        n_val, n_test = _held_out_counts(len(paths), validation_fraction, test_fraction)
+        if (validation_fraction > 0 and n_val == 0) or (test_fraction > 0 and n_test == 0):
+            too_small.append(f"{name!r} ({len(paths)})")
+        for rank, i in enumerate(order):
+            target = "validation" if rank < n_val else "test" if rank < n_val + n_test else "train"
+            splits[target][0].append(paths[i])
+            splits[target][1].append(label)
+    if too_small:
+        logger.warning(
+            "Class(es) %s have too few images to hold out validation/test images at "
+            "validation_fraction=%s, test_fraction=%s; what could not be held out trains. "
+            "Add images to these classes (at least %d each), or lower the fractions.",
+            ", ".join(too_small),
+            validation_fraction,
+            test_fraction,
+            _smallest_class(validation_fraction, test_fraction),
+        )
+    return splits
+
+
+def _log_skipped(root: Path, reasons: dict[str, str]) -> None:
+    unreadable = [p for p, why in reasons.items() if why == _UNREADABLE]
+    if unreadable:
+        logger.warning(
+            "Skipped %d unreadable file(s) in %s (corrupt, truncated, empty or not images), "
+            "e.g. %s",
+            len(unreadable),
+            root,
+            unreadable[0],
+        )
+    conflicts = sorted(p for p, why in reasons.items() if why.startswith("under two classes"))
+    if conflicts:
+        logger.warning(
+            "Left out %d file(s) of %s reachable under two classes (through links), which "
+            "would carry two labels: %s. Keep each image in one class folder.",
+            len(conflicts),
+            root,
+            ", ".join(conflicts[:10]) + (", ..." if len(conflicts) > 10 else ""),
+        )
+    others = {p: why for p, why in reasons.items() if p not in unreadable and p not in conflicts}
+    if others:
+        logger.info(
+            "Skipped %d more file(s) of %s: %s",
+            len(others),
+            root,
+            "; ".join(f"{p}: {why}" for p, why in list(others.items())[:10]),
+        )
 
 
 def load_image_folder(
@@ -225,25 +616,48 @@ def load_image_folder(
     *,
     validation_fraction: float = DEFAULTS.validation_fraction,
     seed: int = DEFAULTS.seed,
+    test_fraction: float = 0.0,
 ) -> ImageData:
     """Loads images laid out one subfolder per class: ``path/<class>/<image>``.
 
     JPEG, PNG (RGBA, palette, grayscale, 16-bit), BMP, GIF (first frame) and WebP are
     read by content, whatever the extension, and converted to 3-channel RGB. Files that
     do not decode (corrupt, truncated, empty, not images) are skipped, counted in
-    ``counts.skipped`` and logged. Hidden entries (names starting with ".") are ignored.
+    ``counts.skipped`` with a reason in ``counts.skip_reasons``, and logged.
 
-    The split is stratified per class and deterministic for a given ``seed``; no file is
-    in both splits.
+    What a real folder holds besides images is handled too:
+
+    - Hidden entries (names starting with "."), and what macOS, Windows and NAS boxes
+      write next to photos (``__MACOSX``, ``@eaDir``, ``$RECYCLE.BIN``,
+      ``System Volume Information``, ``Thumbs.db``, ``desktop.ini``) are ignored and
+      logged at debug level.
+    - Subfolders of a class folder belong to that class. Links are followed, each folder
+      once (a link loop cannot hang the scan). A file reachable by several paths in one
+      class is used once (the others are skipped as duplicates); one reachable under
+      two classes would carry two labels, so it is left out of both, with a warning.
+    - Class folder names become labels, lines of ``labels.txt`` and CSV cells: names
+      with leading/trailing whitespace, control characters (newlines) or backslashes,
+      names differing only in letter case, and two class folders that are one folder
+      are rejected with the fix.
+
+    The splits are stratified per class and deterministic for a given ``seed``; no file
+    is in two splits, and every class keeps at least one training image. ``train``
+    yields its files in a new random order each epoch (seeded), reshuffling the whole
+    list of paths, so a batch mixes classes even when the folder is sorted by class.
+    A file deleted or made unreadable after loading is skipped by the datasets and
+    named in a warning; see :meth:`ImageData.missing_files`.
 
     Args:
         path: The root folder.
         validation_fraction: Share of each class held out for validation, in [0, 1).
-        seed: Seed of the split.
+        seed: Seed of the split and of the training order.
+        test_fraction: Share of each class held out for a final test, in [0, 1); with
+            ``validation_fraction`` it must leave something to train on (sum < 1).
 
     Raises:
-        DatasetError: ``path`` is missing, has fewer than two class folders, or a class has
-            no valid image.
+        ConfigurationError: A fraction or the seed is out of range.
+        DatasetError: ``path`` is missing, has fewer than two class folders, a class
+            folder name cannot be a label, or a class has no valid image.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -251,71 +665,104 @@ def load_image_folder(
             f"Image folder {root} does not exist or is not a directory. Expected one "
             "subfolder per class, e.g. photos/cat/*.jpg and photos/dog/*.jpg."
         )
-    if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
+    check_fraction("validation_fraction", validation_fraction)
+    check_fraction("test_fraction", test_fraction, example="0.1")
+    check_int("seed", seed, minimum=0)
+    if validation_fraction + test_fraction >= 1:
         raise ConfigurationError(
-            "validation_fraction must be a number in [0, 1), e.g. 0.2. "
-            f"Received: validation_fraction={validation_fraction!r}."
+            "validation_fraction + test_fraction must be below 1, to leave images to train "
+            "on, e.g. 0.2 and 0.1. Received: "
+            f"validation_fraction={validation_fraction!r}, test_fraction={test_fraction!r}."
         )
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    ignored: list[str] = []
+    class_dirs = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir():
+            continue
+        if _is_metadata(entry.name):
+            ignored.append(str(entry))
+        else:
+            class_dirs.append(entry)
     if len(class_dirs) < 2:
         raise DatasetError(
             f"Image folder {root} has {len(class_dirs)} class subfolder(s) "
             f"({', '.join(d.name for d in class_dirs) or 'none'}); at least 2 are needed. "
             "Put each class's images in its own subfolder: root/<class_name>/<image>."
         )
-    files = {
-        d.name: sorted(
-            str(f)
-            for f in d.rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(d).parts)
-        )
-        for d in class_dirs
-    }
-    all_files = [f for names in files.values() for f in names]
-    valid = _valid_files(all_files)
-    skipped = tuple(f for f in all_files if f not in valid)
-    empty = [name for name, names in files.items() if not any(f in valid for f in names)]
+    _check_class_folders(root, class_dirs)
+    scan = _scan(class_dirs, ignored)
+    if ignored:
+        logger.debug("Ignored %d metadata/hidden entr(ies) in %s: %s", len(ignored), root, ignored)
+    valid = _valid_files([p for paths in scan.files.values() for p in paths])
+    unreadable = [p for paths in scan.files.values() for p in paths if p not in valid]
+    reasons = dict(scan.skipped)
+    reasons.update((p, _UNREADABLE) for p in unreadable)
+    files = {name: [p for p in paths if p in valid] for name, paths in scan.files.items()}
+    empty = [name for name, paths in files.items() if not paths]
     if empty:
+        why = (
+            f"{len(reasons)} file(s) in the folder were skipped as unreadable, duplicates or "
+            "under two classes; see the log"
+            if reasons
+            else "they are empty"
+        )
         raise DatasetError(
             f"Class folder(s) {', '.join(map(repr, empty))} in {root} hold no readable image "
-            f"({len(skipped)} file(s) in the folder were skipped as unreadable). Add JPEG, "
-            "PNG, BMP or GIF images, or remove the folder."
+            f"({why}). Add JPEG, PNG, BMP or GIF images, or remove the folder."
         )
-    rng = np.random.default_rng(seed)
-    train: tuple[list[str], list[int]] = ([], [])
-    validation: tuple[list[str], list[int]] = ([], [])
-    for label, name in enumerate(files):
-        paths = [f for f in files[name] if f in valid]
-        order = rng.permutation(len(paths))
-        n_val = round(len(paths) * validation_fraction)
-        n_val = min(n_val, len(paths) - 1)  # keep at least one training image per class
-        for rank, i in enumerate(order):
-            target = validation if rank < n_val else train
-            target[0].append(paths[i])
-            target[1].append(label)
-    if skipped:
-        logger.warning(
-            "Skipped %d unreadable file(s) in %s (corrupt, truncated, empty or not images), "
-            "e.g. %s",
-            len(skipped),
-            root,
-            skipped[0],
-        )
-    counts = ImageCounts(len(train[0]), len(validation[0]), len(skipped), skipped)
+    splits = _split(files, validation_fraction, test_fraction, seed)
+    skipped = tuple(p for p in scan.listed if p in reasons)
+    _log_skipped(root, reasons)
+    class_names = tuple(files)
+    counts = ImageCounts(
+        len(splits["train"][0]),
+        len(splits["validation"][0]),
+        len(skipped),
+        skipped,
+        tuple((p, reasons[p]) for p in skipped),
+        test=len(splits["test"][0]) if test_fraction > 0 else None,
+    )
+    fingerprint = _digest(
+        {
+            "kind": "image_folder",
+            "class_names": list(class_names),
+            "seed": seed,
+            "validation_fraction": validation_fraction,
+            "test_fraction": test_fraction,
+            "splits": {
+                name: sorted(
+                    [Path(p).relative_to(root).as_posix(), *scan.stats[p], label]
+                    for p, label in zip(*split, strict=True)
+                )
+                for name, split in splits.items()
+            },
+        }
+    )
     logger.info(
-        "Loaded %s: %d train, %d validation, %d skipped, classes %s",
+        "Loaded %s: %d train, %d validation, %s test, %d skipped, classes %s",
         root,
         counts.train,
         counts.validation,
+        counts.test if counts.test is not None else "no",
         counts.skipped,
-        list(files),
+        list(class_names),
     )
+
+    def dataset(name: str, shuffle_seed: int | None = None) -> tf.data.Dataset:
+        paths, labels = splits[name]
+        return _file_dataset(
+            _FileSplit(tuple(paths), tuple(labels), name, str(root)), shuffle_seed=shuffle_seed
+        )
+
     return ImageData(
-        _image_dataset(*train),
-        _image_dataset(*validation),
-        tuple(files),
+        dataset("train", seed),
+        dataset("validation"),
+        class_names,
         counts,
         source=str(root),
-        train_files=tuple(train[0]),
-        validation_files=tuple(validation[0]),
+        train_files=tuple(splits["train"][0]),
+        validation_files=tuple(splits["validation"][0]),
+        test=dataset("test") if test_fraction > 0 else None,
+        test_files=tuple(splits["test"][0]),
+        fingerprint=fingerprint,
     )

@@ -8,8 +8,10 @@ and [0, 1].
 from __future__ import annotations
 
 from hubtransfer._tf import tf
+from hubtransfer.data import reshuffled
 from hubtransfer.errors import ConfigurationError, DatasetError
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+from hubtransfer.validation import check_int
 
 __all__ = ["prepare", "preprocess_image"]
 
@@ -17,6 +19,10 @@ _AUTOTUNE = tf.data.AUTOTUNE
 #: Random-resized-crop ranges shared by the peers (Inception-style augmentation).
 _CROP_AREA = (0.08, 1.0)
 _CROP_ASPECT = (3.0 / 4.0, 4.0 / 3.0)
+#: Shuffle buffer, in decoded images, for datasets whose file list is not known (TFDS,
+#: arrays). TFDS writes examples in a shuffled order, so a buffer only has to break up
+#: neighbours; it holds full-size images, so it is kept well below memory limits.
+DEFAULT_SHUFFLE_BUFFER = 1024
 
 
 def _scale(image: tf.Tensor, input_range: tuple[float, float]) -> tf.Tensor:
@@ -67,7 +73,7 @@ def prepare(
     training: bool = False,
     augment: bool = False,
     crop_fraction: float | None = None,
-    shuffle_buffer: int = 1024,
+    shuffle_buffer: int | None = None,
     seed: int = 0,
     drop_remainder: bool = False,
     registry: BackboneRegistry | None = None,
@@ -83,12 +89,19 @@ def prepare(
             ``ImageData.train``.
         backbone: A registered name or a Backbone.
         batch_size: Examples per batch.
-        training: Shuffle (seeded, reshuffled each epoch).
+        training: Shuffle, seeded and afresh each epoch. A split of
+            :func:`~hubtransfer.load_image_folder` is shuffled as a whole list of file
+            paths before decoding, so every stretch of an epoch mixes all classes at
+            any dataset size. Other datasets (TFDS, arrays, a ``.map()`` of a folder
+            split) are shuffled through a buffer of decoded images.
         augment: With ``training``, a random resized crop (area 8-100%, aspect 3/4-4/3)
             and a horizontal flip, reproducible from ``seed``.
         crop_fraction: Without augmentation, centre-crop this fraction of each side before
             resizing (0.875 is the usual evaluation crop). None resizes the whole image.
-        shuffle_buffer: Shuffle buffer, in examples, when training.
+        shuffle_buffer: Buffer shuffle, in examples, when training. None: no buffer for
+            image-folder splits (their file list is shuffled in full), and
+            ``DEFAULT_SHUFFLE_BUFFER`` (1,024, capped at the dataset's size when known)
+            for other datasets. A number adds a buffer shuffle of that size in any case.
         seed: Seed of the shuffle and the augmentation.
         drop_remainder: Drop the last incomplete batch.
         registry: Where to look a name up; the default registry if None.
@@ -98,8 +111,9 @@ def prepare(
         DatasetError: ``dataset`` does not yield ``(image, label)`` pairs of 3-D images.
     """
     spec = resolve_backbone(backbone, registry)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    check_int("batch_size", batch_size)
+    if shuffle_buffer is not None:
+        check_int("shuffle_buffer", shuffle_buffer)
     if crop_fraction is not None and not (
         isinstance(crop_fraction, (int, float)) and 0 < crop_fraction <= 1
     ):
@@ -109,7 +123,12 @@ def prepare(
         )
     _check_element_spec(dataset)
     if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        files = reshuffled(dataset, seed)
+        if files is not None:
+            dataset = files
+        buffer = shuffle_buffer or (None if files is not None else _default_buffer(dataset))
+        if buffer is not None:
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if training and augment:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
@@ -124,9 +143,9 @@ def prepare(
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+def _default_buffer(dataset: tf.data.Dataset) -> int:
+    known = int(dataset.cardinality())
+    return min(DEFAULT_SHUFFLE_BUFFER, known) if known > 0 else DEFAULT_SHUFFLE_BUFFER
 
 
 def _check_element_spec(dataset: tf.data.Dataset) -> None:
