@@ -269,7 +269,8 @@ def _to_rgb_array(
     except Exception:
         # A damaged EXIF block loses the orientation, not the image.
         _logger.debug("Unreadable EXIF in %s; orientation not applied", path, exc_info=True)
-    if image.mode in _SIXTEEN_BIT_GREY:
+    # Pillow < 11 reads 16-bit grey PNGs as mode I (int32), later ones as I;16.
+    if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and image.format == "PNG"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
         return _shrink_array(np.repeat(grey[..., None], 3, axis=2), min_size)
     rgb = image
