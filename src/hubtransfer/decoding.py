@@ -61,8 +61,12 @@ __all__ = [
 
 #: Default cap on width x height, read from the header before decoding. It is Pillow's
 #: own error threshold at its default settings (2 x ``Image.MAX_IMAGE_PIXELS``): a 108 MP
-#: phone photo passes, a 200 MP one (or a forged header) is refused. An RGB image at the
-#: cap takes 537 MB decoded, unless ``min_size`` lets a JPEG be decoded at reduced scale.
+#: phone photo passes, a 200 MP one (or a forged header) is refused. At the cap, decoding
+#: takes ~0.7 GB (Pillow stores RGB in 4 bytes a pixel) plus 0.54 GB for the array, unless
+#: ``min_size`` lets a JPEG be decoded at reduced scale. A larger ``max_pixels`` has no
+#: effect unless the user raises Pillow's global limit: Pillow refuses first. Pillow also
+#: warns (``DecompressionBombWarning``) above ``Image.MAX_IMAGE_PIXELS``; that warning is
+#: not silenced here, since warning filters are process-wide and not thread-safe.
 MAX_PIXELS: Final = 178_956_970
 
 #: Every ``reason`` an :class:`UnreadableImageError` can carry. The last two are followed
