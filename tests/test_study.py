@@ -204,7 +204,7 @@ def test_feature_cache_spills_to_disk_identically(
     models: dict[str, Backbone], data: ht.ImageData
 ) -> None:
     layer = ht.load_backbone_layer(models["tf2"])
-    batches = ht.prepare(data.train, models["tf2"], batch_size=16)
+    batches = ht.prepare(data.validation, models["tf2"], batch_size=16)  # a fixed order
     memory = extract_features(layer, batches)
     disk = extract_features(layer, batches, memory_limit_bytes=100)
     assert memory.path is None and disk.path is not None and disk.path.exists()

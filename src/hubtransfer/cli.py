@@ -65,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="TFDS data_dir")
     p.add_argument("--download", action="store_true", help="let TFDS download the dataset")
     p.add_argument("--validation-fraction", type=float, default=DEFAULTS.validation_fraction)
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="hold out this share of each class as a test split (image folders)")
+    p.add_argument("--test-split", help="TFDS split expression of a held-out test split")
+    p.add_argument("--monitor", choices=("val_loss", "val_accuracy"), default="val_loss",
+                   help="what picks the epoch whose model is kept (default: val_loss)")
+    p.add_argument("--patience", type=int,
+                   help="stop a run after N epochs without improvement")
+    p.add_argument("--class-weight", choices=("balanced",),
+                   help="weight classes inverse to their frequency (imbalanced data)")
     p.add_argument("--export", default="", help="TFLite modes to measure: dynamic,float16,int8")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--seeds", type=int, default=1, help="repeat each run with N seeds")
@@ -81,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="compare two results: backbone or backbone/mode")  # fmt: skip
     p.add_argument("--plot", type=Path, help="also write the plot to this PNG")
+    p.add_argument("--per-class", action="store_true",
+                   help="per-class precision, recall, F1 and confusion matrices")
 
     p = sub.add_parser("export", help="export a saved classifier (.h5) to TFLite or serving")
     p.add_argument("model", type=Path, help="a classifier saved as .h5 or .keras")
@@ -92,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="backbone the model was built on (int8, serving)")
     p.add_argument("--calibration-data", type=Path, help="image folder for int8 calibration")
     p.add_argument("--class-names", help="comma-separated, for --saved-model")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier hubtransfer export at --out")
 
     p = sub.add_parser("demo", help="the report's study offline, on generated images")
     p.add_argument("--out", type=Path, default=Path("hubtransfer-demo"))
@@ -113,9 +126,10 @@ def _dataset(args: argparse.Namespace) -> Any:
     import hubtransfer as ht
 
     if args.dataset.startswith("tfds:"):
-        return ht.load_tfds(args.dataset[5:], data_dir=args.data_dir, download=args.download)
+        return ht.load_tfds(args.dataset[5:], data_dir=args.data_dir, download=args.download,
+                            test_split=args.test_split)  # fmt: skip
     return ht.load_image_folder(args.dataset, validation_fraction=args.validation_fraction,
-                                seed=args.seed)  # fmt: skip
+                                test_fraction=args.test_fraction, seed=args.seed)  # fmt: skip
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
@@ -156,10 +170,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     make_settings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         head=head, augment=args.augment, cache_features=not args.no_cache, seed=args.seed,
-        seeds=args.seeds, export=exports,
+        seeds=args.seeds, export=exports, monitor=args.monitor, patience=args.patience,
+        class_weight=args.class_weight,
     )  # fmt: skip
     modes_of(fine_tune)
     check_fraction("validation_fraction (--validation-fraction)", args.validation_fraction)
+    check_fraction("test_fraction (--test-fraction)", args.test_fraction)
     check_writable_dir(args.out, "--out")
     if args.offline_dir is not None:
         check_writable_dir(args.offline_dir, "--offline-dir")
@@ -170,7 +186,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, fine_tune=fine_tune, head=head, augment=args.augment,
         cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
         seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
-        save_models=args.save_models,
+        save_models=args.save_models, monitor=args.monitor, patience=args.patience,
+        class_weight=args.class_weight,
     )  # fmt: skip
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
@@ -215,7 +232,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 "serving signature."
             )
         names = [c.strip() for c in args.class_names.split(",")]
-        path = ht.export_saved_model(model, args.out, backbone=args.backbone, class_names=names)
+        path = ht.export_saved_model(
+            model, args.out, backbone=args.backbone, class_names=names, overwrite=args.overwrite
+        )
     else:
         calibration = None
         if args.quantization == "int8":
@@ -228,7 +247,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             calibration = ht.load_image_folder(args.calibration_data, validation_fraction=0.0)
         path = ht.export_tflite(
             model, args.out, quantization=args.quantization,
-            representative_data=calibration, backbone=args.backbone,
+            representative_data=calibration, backbone=args.backbone, overwrite=args.overwrite,
         )  # fmt: skip
     print(f"Wrote {path}")
     return 0
@@ -240,7 +259,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for name in ("max_size_mb", "max_latency_ms", "max_train_seconds"):
         check_optional_positive_number(f"--{name.replace('_', '-')}", getattr(args, name))
     report = BenchmarkReport.load(args.dir)
-    print(report.to_markdown())
+    print(report.to_markdown(per_class=args.per_class))
     front = report.pareto()
     print("Pareto front (accuracy, train time, size): "
           + (", ".join(r.label for r in front) or "none"))  # fmt: skip

@@ -26,10 +26,12 @@ import numpy as np
 
 from hubtransfer._fs import atomic_write_bytes, atomic_write_text, write_directory
 from hubtransfer._tf import tf, tf_keras
+from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import ConfigurationError, DatasetError, ExportError
 from hubtransfer.preprocessing import prepare, preprocess_image
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
+from hubtransfer.sampling import sample_split
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = [
@@ -50,7 +52,7 @@ TFLITE_MODES: tuple[str, ...] = ("float32", *_QUANTIZATIONS)
 DEFAULT_CALIBRATION_SAMPLES = 200
 #: Marker kind of the directories export_saved_model writes (see hubtransfer._fs).
 SERVING_KIND = "serving SavedModel"
-Split = Literal["train", "validation"]
+Split = Literal["train", "validation", "test"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -97,7 +99,9 @@ def _calibration_images(
                 "backbone='mobilenet_v2')."
             )
         spec = resolve_backbone(backbone, registry)
-        dataset = prepare(representative_data.train, spec, batch_size=1)
+        # A seeded sample of every class: the first examples of a split may be one class.
+        sample = sample_split(representative_data, "train", samples, seed=DEFAULTS.seed)
+        dataset = prepare(sample, spec, batch_size=1)
     elif isinstance(representative_data, tf.data.Dataset):
         dataset = representative_data
     else:
@@ -459,9 +463,19 @@ def evaluate_tflite(
     model_classes = _check_classifier(file, inp, out, spec)
     if isinstance(data, ImageData) and data.num_classes != model_classes:
         raise _class_mismatch(file, model_classes, f"{data.num_classes} classes")
-    dataset = getattr(data, split) if isinstance(data, ImageData) else data
-    if max_examples is not None:
-        dataset = dataset.take(max_examples)
+    if isinstance(data, ImageData):
+        if getattr(data, split) is None:
+            raise ConfigurationError(
+                f"split={split!r}, but the data has no {split} split. Load it with "
+                "test_fraction= (image folders) or test_split= (TFDS), or score 'validation'."
+            )
+        dataset = (
+            getattr(data, split)
+            if max_examples is None  # a seeded, class-stratified sample, not the first n
+            else sample_split(data, split, max_examples, seed=DEFAULTS.seed)
+        )
+    else:
+        dataset = data if max_examples is None else data.take(max_examples)
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     predictions: list[np.ndarray] = []

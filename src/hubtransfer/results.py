@@ -333,12 +333,19 @@ class BenchmarkReport:
             f"No result for backbone {backbone!r} in mode {mode!r}. Results present: {have}."
         )
 
-    def to_markdown(self) -> str:
-        """A table like the report's, with notes for skipped and failed runs."""
+    def to_markdown(self, *, per_class: bool = False) -> str:
+        """A table like the report's, with notes for skipped and failed runs.
+
+        "val acc (kept)" and "test acc" are the returned model's: the epoch each run kept
+        (see ``monitor``). "best" is the maximum over epochs, optimistic because the same
+        split picks it. With ``per_class``, each result's per-class precision, recall,
+        F1, support and confusion matrix follow the table.
+        """
         lines = [
-            "| backbone | mode | status | val acc (best) | val acc (final) | train s | "
-            "features s | size MB | params | ms/img (b=1) | img/s (b=32) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| backbone | mode | status | val acc (best) | val acc (final) | val acc (kept) | "
+            "test acc | train s | features s | size MB | params | ms/img (b=1) | "
+            "img/s (b=32) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         notes = []
         seeded = any(len(r.per_seed) > 1 for r in self.results)
@@ -346,7 +353,8 @@ class BenchmarkReport:
             size = r.model_bytes / 1e6 if r.model_bytes is not None else None
             lines.append(
                 f"| {r.backbone} | {r.mode} | {r.status} | {_acc(r, 'best_val_accuracy')} | "
-                f"{_acc(r, 'final_val_accuracy')} | {_fmt(r.train_seconds, '.1f')} | "
+                f"{_acc(r, 'final_val_accuracy')} | {_acc(r, 'val_accuracy')} | "
+                f"{_acc(r, 'test_accuracy')} | {_fmt(r.train_seconds, '.1f')} | "
                 f"{_fmt(r.feature_seconds, '.1f')} | {_fmt(size, '.1f')} | "
                 f"{_fmt(r.params_total, ',')} | {_fmt(r.latency_ms, '.1f')} | "
                 f"{_fmt(r.throughput, '.1f')} |"
@@ -355,7 +363,24 @@ class BenchmarkReport:
                 notes.append(f"- {r.backbone} / {r.mode} {r.status}: {r.error}")
         if seeded:
             notes.insert(0, "Accuracies: mean ± half-width of the 95% t-interval over seeds.")
-        return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+        if any(r.val_accuracy is not None for r in self.results):
+            notes.insert(
+                0,
+                "Validation accuracies picked the kept epoch, so they are optimistic; test "
+                "accuracy (when there is a test split) is the honest estimate.",
+            )
+        text = "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+        if per_class:
+            for r in self.results:
+                for split, metrics in (("validation", r.val_metrics), ("test", r.test_metrics)):
+                    if metrics is None:
+                        continue
+                    scored = SplitMetrics.from_dict(metrics)
+                    text += (
+                        f"\n### {r.label}: {split} (kept epoch {r.selected_epoch}, balanced "
+                        f"accuracy {scored.balanced_accuracy:.3f})\n\n" + scored.to_markdown()
+                    )
+        return text
 
     def _find(self, which: str | tuple[str, str]) -> BenchmarkResult:
         if isinstance(which, tuple):

@@ -168,6 +168,7 @@ def make_settings(
         strategy=strategy,
         monitor=monitor,
         patience=patience,
+        # A mapping is resolved to one weight per class index once the data is known.
         class_weight=class_weight if class_weight in (None, "balanced") else None,
     )
 

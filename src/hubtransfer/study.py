@@ -21,7 +21,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -248,6 +248,10 @@ def _config(spec: Backbone, mode: Mode, data: ImageData, settings: StudySettings
             "class_names": list(data.class_names),
             "train": data.counts.train,
             "validation": data.counts.validation,
+            "test": data.counts.test,
+            # Files, sizes and modification times (folders); name, version, splits (TFDS):
+            # resume reruns a backbone when the data changed, not only its counts.
+            "fingerprint": data.fingerprint,
         },
         **asdict(settings),
     }
@@ -338,9 +342,8 @@ class _Run:
 
     def _splits(self) -> dict[str, tf.data.Dataset]:
         splits = {"train": self.data.train, "validation": self.data.validation}
-        test = getattr(self.data, "test", None)
-        if test is not None:
-            splits["test"] = test
+        if self.data.test is not None:
+            splits["test"] = self.data.test
         return splits
 
     def features(self, model: tf_keras.Model) -> dict[str, FeatureSet]:
@@ -606,6 +609,10 @@ def benchmark(
             "benchmark() measures validation accuracy, but data has no validation examples. "
             "Load it with validation_fraction > 0 (image folders) or a validation split."
         )
+    if isinstance(class_weight, dict):  # names are checked against the data, up front
+        settings = replace(
+            settings, class_weight=resolve_class_weight(class_weight, data.class_names)
+        )
     _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
     for flag in ("resume", "measure_latency", "save_models", "keep_models"):
         if not isinstance(locals()[flag], bool):
@@ -684,10 +691,11 @@ def _run_study(
 ) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
     previous = _previous_results(log, resume) if log is not None else {}
-    weights = resolve_class_weight(
-        settings.class_weight, data.class_names,
-        _label_counts(data) if settings.class_weight == "balanced" else None,
-    )  # fmt: skip
+    weights = (
+        resolve_class_weight("balanced", data.class_names, _label_counts(data))
+        if settings.class_weight == "balanced"
+        else cast(tuple[float, ...] | None, settings.class_weight)
+    )
     environment = _environment()
     report = BenchmarkReport()
     warned_imbalance = False
