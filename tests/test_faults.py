@@ -259,3 +259,17 @@ def test_every_argument_is_checked_before_any_work(
 def test_backbone_names_must_be_file_name_safe(name: str) -> None:
     with pytest.raises(ht.ConfigurationError, match="Backbone name must be letters, digits"):
         Backbone(name, "/models/x", 16, 8, "tf2", True)
+
+
+def test_decompression_bomb_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    from photos import write_png_header_only
+
+    write_colour_folder(tmp_path, per_class=4, size=(20, 20))
+    first = sorted(p for p in tmp_path.iterdir() if p.is_dir())[0]
+    bomb = write_png_header_only(first / "bomb.png", 20000, 20000)  # 400 MP claimed, 100 B
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.25)
+    assert str(bomb) in data.counts.skipped_files
+    assert (str(bomb), "over the pixel cap (20000 x 20000)") in data.counts.skip_reasons or (
+        dict(data.counts.skip_reasons)[str(bomb)].startswith("over the pixel cap (> ")
+    )
+    assert str(bomb) not in data.train_files + data.validation_files

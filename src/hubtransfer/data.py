@@ -26,6 +26,7 @@ import numpy as np
 
 from hubtransfer._tf import tf
 from hubtransfer.config import DEFAULTS
+from hubtransfer.decoding import over_pixel_cap
 from hubtransfer.errors import ConfigurationError, DatasetError
 from hubtransfer.validation import check_fraction, check_int
 
@@ -693,10 +694,14 @@ def load_image_folder(
     scan = _scan(class_dirs, ignored)
     if ignored:
         logger.debug("Ignored %d metadata/hidden entr(ies) in %s: %s", len(ignored), root, ignored)
-    valid = _valid_files([p for paths in scan.files.values() for p in paths])
-    unreadable = [p for paths in scan.files.values() for p in paths if p not in valid]
+    listed = [p for paths in scan.files.values() for p in paths]
+    # Decompression bombs are refused from their headers, before any decoder sees them.
+    bombs = {p: reason for p in listed if (reason := over_pixel_cap(p)) is not None}
+    valid = _valid_files([p for p in listed if p not in bombs])
+    unreadable = [p for p in listed if p not in valid and p not in bombs]
     reasons = dict(scan.skipped)
     reasons.update((p, _UNREADABLE) for p in unreadable)
+    reasons.update(bombs)
     files = {name: [p for p in paths if p in valid] for name, paths in scan.files.items()}
     empty = [name for name, paths in files.items() if not paths]
     if empty:

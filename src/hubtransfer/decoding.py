@@ -53,6 +53,7 @@ from hubtransfer.errors import ConfigurationError, DatasetError
 
 __all__ = [
     "MAX_PIXELS",
+    "over_pixel_cap",
     "REASONS",
     "UnreadableImageError",
     "decode_image",
@@ -223,6 +224,23 @@ def _decode_or_reason(
         return _decode(path, min_size, max_pixels)
     except UnreadableImageError as exc:
         return exc.reason
+
+
+def over_pixel_cap(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> str | None:
+    """The skip reason when the file's header claims more than ``max_pixels``, else None.
+
+    Reads only the header (no pixel is decoded), so a loader can refuse decompression
+    bombs before any decoder allocates them. Files Pillow cannot identify give None: the
+    decoding pass finds them.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        return f"over the pixel cap (> {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels)"
+    except Exception:  # not an image, damaged header, unreadable: the decode pass decides
+        return None
+    return f"over the pixel cap ({width} x {height})" if width * height > max_pixels else None
 
 
 def _decode(
