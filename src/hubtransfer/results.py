@@ -624,7 +624,9 @@ class BenchmarkReport:
         )
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """Writes a PNG: validation-accuracy curves, train time and size bars.
+        """Writes a PNG (see :func:`hubtransfer.plotting.plot_report`): accuracy curves,
+        time and size bars, accuracy vs time and size, and the recommended model's
+        confusion matrix. ``path``: a file, or a directory for ``study.png`` in it.
 
         Needs matplotlib (``pip install 'hubtransfer[plot]'``).
         """
