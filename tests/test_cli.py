@@ -24,17 +24,19 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_help_is_fast_and_lists_commands() -> None:
+def test_help_lists_commands_without_importing_tensorflow() -> None:
+    # --help stays fast because it never imports TensorFlow; the module check is what can
+    # fail here (a wall-clock bound would fail on a loaded machine instead).
     code = (
-        "import sys, time; t = time.perf_counter(); from hubtransfer.cli import main\n"
+        "import sys; from hubtransfer.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('tensorflow' in sys.modules, time.perf_counter() - t, file=sys.stderr)"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'tf_keras', 'tensorflow_hub', 'keras')), file=sys.stderr)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    for command in ("backbones", "benchmark", "export", "demo"):
+    for command in ("backbones", "benchmark", "export", "report", "demo"):
         assert command in proc.stdout
-    loaded, seconds = proc.stderr.split()
-    assert loaded == "False" and float(seconds) < 1.0
+    assert proc.stderr.strip() == "[]"
 
 
 def test_backbones_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,11 +102,18 @@ def test_benchmark_command_writes_results(
 
 def test_export_command(tmp_path: Path) -> None:
     spec = ht.Backbone("t", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
-    model = ht.build_classifier(spec, 2)
+    # A hidden layer big enough (8 x 2048 weights) that TFLite quantizes it.
+    model = ht.build_classifier(spec, 2, hidden_units=(2048,))
     model.save(tmp_path / "model.h5")
     assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "m.tflite"),
                  "--tflite", "--quantization", "dynamic"]) == 0  # fmt: skip
-    assert (tmp_path / "m.tflite").stat().st_size > 0
+    dynamic = tmp_path / "m.tflite"
+    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "f.tflite"),
+                 "--tflite"]) == 0  # fmt: skip
+    # Dynamic-range quantization stores the 8 x 2048 kernel as int8: 3 bytes saved a weight
+    # (at least half of that is asserted: the file has other, unquantized parts).
+    saved = (tmp_path / "f.tflite").stat().st_size - dynamic.stat().st_size
+    assert saved >= 0.5 * 3 * 8 * 2048
     assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "x.tflite"),
                  "--tflite", "--quantization", "int8"]) == 2  # fmt: skip
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 import urllib.error
 from pathlib import Path
 from unittest import mock
@@ -91,16 +90,20 @@ def test_fetch_failures_become_backbone_load_error(error: Exception) -> None:
 def test_real_resolver_without_network_fails_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real tensorflow_hub resolver on a host that cannot resolve (RFC 2606 .invalid):
-    the same path as a machine without network, and never a download where there is one."""
+    """The real tensorflow_hub resolver when name resolution fails, as on a machine without
+    network. The lookup itself is simulated, so the default run makes no network call."""
+    import socket
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
     unreachable = dataclasses.replace(
         ht.get_backbone("mobilenet_v2"), handle="https://tfhub.invalid/google/model/1"
     )
-    start = time.monotonic()
     with pytest.raises(ht.BackboneLoadError, match="https://tfhub.invalid/google/model/1"):
         loading.load_backbone_layer(unreachable, timeout=5)
-    assert time.monotonic() - start < 60
 
 
 def test_stale_cache_directory_names_cache_and_fix(
