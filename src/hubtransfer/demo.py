@@ -70,7 +70,7 @@ def write_demo_images(root: Path, per_class: int, seed: int = 0) -> Path:
     Each image is smooth noise plus texture, tinted towards its class colour: easy for a
     model that sees colour, but not constant images.
     """
-    import tensorflow as tf
+    from hubtransfer._tf import tf
 
     rng = np.random.default_rng(seed)
     for label, name in enumerate(("blue", "red")):
