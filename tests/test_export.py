@@ -352,8 +352,11 @@ def test_evaluate_with_another_class_count(
         ({"max_examples": 2.5}, r"max_examples must be a positive integer"),
         ({"max_examples": True}, r"max_examples must be a positive integer"),
         ({"split": "holdout"}, r"split must be one of 'train', 'validation', 'test'. Received"),
-        ({"split": "test"}, r"split='test', but the data has no test split. Load it with "
-                            r"test_fraction="),
+        (
+            {"split": "test"},
+            r"split='test', but the data has no test split. Load it with "
+            r"test_fraction=",
+        ),
         ({"data": [1, 2]}, r"data must be an ImageData or a tf.data.Dataset .* Received: list"),
     ],
 )
@@ -377,6 +380,7 @@ def test_evaluate_runs_on_litert_when_installed(
     float_tflite: Path, spec: Backbone, data: ht.ImageData, trained: tf_keras.Model
 ) -> None:
     import ai_edge_litert.interpreter as litert  # in the dev extra: this test always runs
+
     with (
         mock.patch.object(litert, "Interpreter", wraps=litert.Interpreter) as used,
         mock.patch.object(tf.lite, "Interpreter", wraps=tf.lite.Interpreter) as fallback,

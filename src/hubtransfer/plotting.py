@@ -111,8 +111,7 @@ def _figure(report: BenchmarkReport) -> Any:
     for axis in (curves, vs_time, vs_size):  # the lowest y tick would touch the x ticks
         axis.yaxis.set_major_locator(MaxNLocator(prune="lower"))
     handles = [
-        Line2D([], [], color=colours[r.key], marker="o", linestyle="-", label=r.label)
-        for r in ok
+        Line2D([], [], color=colours[r.key], marker="o", linestyle="-", label=r.label) for r in ok
     ]
     skipped = [f"{r.label}: {r.status}" for r in report.results if r.status != "ok"]
     caption = _CAPTION.format(metric=ranking_metric(report.results).replace("_", " "))
