@@ -192,7 +192,7 @@ def test_cli_bad_paths_are_one_line_errors(
 def test_report_plot_prints_where_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hubtransfer.results import BenchmarkResult, SeedRun
+    from hubtransfer.records import BenchmarkResult, SeedRun
 
     ht.BenchmarkReport([
         BenchmarkResult("a", "frozen", "ok", best_val_accuracy=0.9, final_val_accuracy=0.9,

@@ -18,8 +18,9 @@ import pytest
 import hubtransfer as ht
 from conftest import save_tiny_tf2
 from hubtransfer._fs import atomic_write_text, exclusive_lock, write_directory
+from hubtransfer.records import BenchmarkResult
 from hubtransfer.registry import Backbone
-from hubtransfer.results import RESULTS_FILE, BenchmarkResult, append_result, read_results
+from hubtransfer.storage import RESULTS_FILE, append_result, read_results
 from images import write_colour_folder
 
 SIZE = 16

@@ -14,7 +14,7 @@ from matplotlib.text import Text
 import hubtransfer as ht
 from hubtransfer.metrics import split_metrics
 from hubtransfer.plotting import _figure
-from hubtransfer.results import BenchmarkResult, EpochRecord, SeedRun
+from hubtransfer.records import BenchmarkResult, EpochRecord, SeedRun
 
 
 def _study(n: int) -> ht.BenchmarkReport:

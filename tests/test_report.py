@@ -7,7 +7,7 @@ import pytest
 
 import hubtransfer as ht
 from hubtransfer.cli import main
-from hubtransfer.results import BenchmarkResult, SeedRun
+from hubtransfer.records import BenchmarkResult, SeedRun
 
 
 def result(

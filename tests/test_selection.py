@@ -13,9 +13,10 @@ import tf_keras
 
 import hubtransfer as ht
 from conftest import save_tiny_tf2
+from hubtransfer.analysis import ranking_metric
 from hubtransfer.metrics import split_metrics
+from hubtransfer.records import BenchmarkResult, SeedRun
 from hubtransfer.registry import Backbone
-from hubtransfer.results import BenchmarkResult, SeedRun, ranking_metric
 from images import write_colour_folder
 
 SIZE = 16

@@ -17,7 +17,7 @@ import hubtransfer as ht
 from conftest import save_tiny_tf1, save_tiny_tf2
 from hubtransfer.features import extract_features
 from hubtransfer.registry import Backbone
-from hubtransfer.results import read_results
+from hubtransfer.storage import read_results
 from images import write_colour_folder
 
 SIZE = 32
@@ -270,7 +270,7 @@ def test_load_of_empty_directory_explains(tmp_path: Path) -> None:
 
 def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     good = ht.BenchmarkResult("a", "frozen", "ok", best_val_accuracy=0.9)
-    from hubtransfer.results import append_result
+    from hubtransfer.storage import append_result
 
     append_result(tmp_path / "results.jsonl", good)
     with open(tmp_path / "results.jsonl", "a") as handle:

@@ -51,14 +51,14 @@ if TYPE_CHECKING:
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
     from hubtransfer.preprocessing import prepare
-    from hubtransfer.results import (
-        BenchmarkReport,
+    from hubtransfer.records import (
         BenchmarkResult,
         Comparison,
         EpochRecord,
         Recommendation,
         SeedRun,
     )
+    from hubtransfer.results import BenchmarkReport
     from hubtransfer.study import benchmark
 
 # Public name -> module that defines it, imported on first attribute access.
@@ -76,11 +76,11 @@ _LAZY = {
     "prepare": "hubtransfer.preprocessing",
     "benchmark": "hubtransfer.study",
     "BenchmarkReport": "hubtransfer.results",
-    "BenchmarkResult": "hubtransfer.results",
-    "EpochRecord": "hubtransfer.results",
-    "SeedRun": "hubtransfer.results",
-    "Comparison": "hubtransfer.results",
-    "Recommendation": "hubtransfer.results",
+    "BenchmarkResult": "hubtransfer.records",
+    "EpochRecord": "hubtransfer.records",
+    "SeedRun": "hubtransfer.records",
+    "Comparison": "hubtransfer.records",
+    "Recommendation": "hubtransfer.records",
     "export_tflite": "hubtransfer.export",
     "export_saved_model": "hubtransfer.export",
     "evaluate_tflite": "hubtransfer.export",

@@ -3,8 +3,8 @@
 A frozen backbone gives the same features every epoch, so a head trained on cached
 features sees the same inputs as one trained with the backbone running every step, at
 the cost of one forward pass per image. (The two runs batch and shuffle differently, so
-their weights and accuracies differ as two seeds do: tests allow that difference.) Features stay in memory up to ``memory_limit_bytes`` and spill
-to a file past it.
+their weights and accuracies differ as two seeds do: tests allow that difference.)
+Features stay in memory up to ``memory_limit_bytes`` and spill to a file past it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def _tradeoff(
     axis: Any, report: BenchmarkReport, colours: dict[tuple[str, str], Any], attr: str,
     xlabel: str, scale: float = 1.0,
 ) -> None:  # fmt: skip
-    from hubtransfer.results import ranking_metric
+    from hubtransfer.analysis import ranking_metric
 
     metric = ranking_metric(report.results)
     front = {r.key for r in report.pareto()}
@@ -79,7 +79,7 @@ def _figure(report: BenchmarkReport) -> Any:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from hubtransfer.results import ranking_metric
+    from hubtransfer.analysis import ranking_metric
 
     ok = [r for r in report.results if r.status == "ok"]
     palette = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")

@@ -43,17 +43,9 @@ from hubtransfer.model import (
     strategy_scope,
 )
 from hubtransfer.preprocessing import prepare
+from hubtransfer.records import BenchmarkResult, EpochRecord, Mode, SeedRun
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
-from hubtransfer.results import (
-    RESULTS_FILE,
-    BenchmarkReport,
-    BenchmarkResult,
-    EpochRecord,
-    Mode,
-    SeedRun,
-    append_result,
-    read_results,
-)
+from hubtransfer.results import BenchmarkReport
 from hubtransfer.settings import (
     FineTune,
     Monitor,
@@ -62,6 +54,7 @@ from hubtransfer.settings import (
     modes_of,
     resolve_class_weight,
 )
+from hubtransfer.storage import RESULTS_FILE, append_result, read_results
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = ["benchmark"]
