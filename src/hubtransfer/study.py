@@ -700,6 +700,7 @@ def _run_study(
     report = BenchmarkReport()
     warned_imbalance = False
     models: dict[tuple[str, str], tf_keras.Model] = {}
+    progress = _Progress(len(specs) * len(modes), settings)
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         for spec in specs:
             run = _Run(
@@ -714,20 +715,18 @@ def _run_study(
                 model_path = (
                     out / "models" / f"{spec.name}_{mode}.h5" if save_models and out else None
                 )
+                trial = progress.next(spec.name, mode)
                 if config_id in previous and (
                     model_path is None or model_path.exists() or previous[config_id].status != "ok"
                 ):
-                    logger.info("%s / %s: kept from %s (resume)", spec.name, mode, log)
+                    logger.info("%s: kept from %s (resume)", trial, log)
                     report.results.append(previous[config_id])
                     continue
-                logger.info("%s / %s: starting", spec.name, mode)
+                progress.start(trial)
                 result, model = _run_one(
                     run, mode, config, config_id, environment, measure_latency, model_path
                 )
-                logger.info(
-                    "%s / %s: %s (best val acc %s, %.1f s)", spec.name, mode, result.status,
-                    result.best_val_accuracy, result.train_seconds or 0.0,
-                )  # fmt: skip
+                progress.end(trial, result)
                 if log is not None:
                     append_result(log, result)
                 report.results.append(result)
@@ -742,6 +741,61 @@ def _run_study(
     if out is not None:
         report.save(out)
     return report
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+class _Progress:
+    """Logs each trial's start and end: i of N, elapsed time and an estimate of what is left.
+
+    The estimate is the mean time of the trials run so far (resumed ones cost nothing)
+    times the trials still to come.
+    """
+
+    def __init__(self, total: int, settings: StudySettings) -> None:
+        self.total = total
+        self.index = 0
+        first, last = settings.seed, settings.seed + settings.seeds - 1
+        self.seeds = f"seed {first}" if first == last else f"seeds {first}-{last}"
+        self.began = time.perf_counter()
+        self.trial_began = self.began
+        self.durations: list[float] = []
+
+    def next(self, backbone: str, mode: str) -> str:
+        self.index += 1
+        return f"Trial {self.index}/{self.total}: {backbone} / {mode}"
+
+    def start(self, trial: str) -> None:
+        self.trial_began = time.perf_counter()
+        logger.info("%s, %s: starting", trial, self.seeds)
+
+    def end(self, trial: str, result: BenchmarkResult) -> None:
+        now = time.perf_counter()
+        self.durations.append(now - self.trial_began)
+        left = self.total - self.index
+        estimate = (
+            f"about {_duration(left * sum(self.durations) / len(self.durations))} left"
+            if left
+            else "study done"
+        )
+        if result.status == "ok":
+            score = (
+                f"val acc {result.val_accuracy:.3f} (kept epoch {result.selected_epoch})"
+                if result.val_accuracy is not None
+                else "no val acc"
+            )
+        else:
+            score = result.error or ""
+        logger.info(
+            "%s: %s in %s, %s; elapsed %s, %s", trial, result.status,
+            _duration(now - self.trial_began), score, _duration(now - self.began), estimate,
+        )  # fmt: skip
 
 
 def _exports(model: tf_keras.Model, run: _Run) -> dict[str, dict[str, float | int | None]]:
