@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-models", action="store_true",
                    help="save each classifier to --out/models/*.h5 (for export)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR",
+                   help="write a TensorBoard run per trial there (scalars per epoch, "
+                   "hyperparameters and final metrics for the HParams view)")  # fmt: skip
 
     p = sub.add_parser("report", help="table, Pareto front and recommendation of a saved study")
     p.add_argument("dir", type=Path, help="the --out / output_dir of a benchmark")
@@ -226,6 +229,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     check_writable_dir(args.out, "--out")
     if args.offline_dir is not None:
         check_writable_dir(args.offline_dir, "--offline-dir")
+    if args.tensorboard is not None:
+        from hubtransfer.board import check_tensorboard_dir
+
+        check_tensorboard_dir(args.tensorboard)
     specs = _backbones(args)
     data = _dataset(args)
     report = ht.benchmark(
@@ -234,13 +241,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
         seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
         save_models=args.save_models, monitor=args.monitor, patience=args.patience,
-        class_weight=args.class_weight,
+        class_weight=args.class_weight, tensorboard_dir=args.tensorboard,
     )  # fmt: skip
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
     print(f"Results: {args.out}/results.json, results.csv, results.md")
     if args.save_models:
         print(f"Models: {args.out}/models/")
+    if args.tensorboard is not None:
+        print(f"TensorBoard: tensorboard --logdir {args.tensorboard}")
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from hubtransfer._fs import check_writable_dir, exclusive_lock, unique_sibling
 from hubtransfer._tf import hub, tf, tf_keras
+from hubtransfer.board import TrialBoard, check_tensorboard_dir, write_experiment
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
@@ -526,6 +527,7 @@ def benchmark(
     monitor: Monitor = "val_loss",
     patience: int | None = None,
     class_weight: str | dict[str | int, float] | None = None,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
 
@@ -577,6 +579,12 @@ def benchmark(
             in ``monitor``; None trains every epoch.
         class_weight: None, ``"balanced"`` (weights inverse to class frequency, from one
             pass over the training labels), or a dict of class name or index -> weight.
+        tensorboard_dir: Write a TensorBoard run per trial and seed there,
+            ``<backbone>_<mode>_seed<seed>``: loss and accuracy per epoch (train and
+            validation; epochs numbered across a fine-tuned run's phases), then its
+            hyperparameters and final metrics for the HParams view (see
+            :mod:`hubtransfer.board`). Needs ``pip install 'hubtransfer[tensorboard]'``;
+            checked for writability before anything runs. None writes nothing.
 
     Returns:
         A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
@@ -614,6 +622,7 @@ def benchmark(
             settings, class_weight=resolve_class_weight(class_weight, data.class_names)
         )
     _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
+    board = None if tensorboard_dir is None else check_tensorboard_dir(tensorboard_dir)
     for flag in ("resume", "measure_latency", "save_models", "keep_models"):
         if not isinstance(locals()[flag], bool):
             raise ConfigurationError(
@@ -629,14 +638,14 @@ def benchmark(
         return _run_study(specs, modes, data, settings, None, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency, save_models=False,
                           keep_models=keep_models, memory_limit_bytes=memory_limit_bytes,
-                          strategy=strategy, registry=registry)  # fmt: skip
+                          strategy=strategy, registry=registry, tensorboard=board)  # fmt: skip
     out = check_writable_dir(output_dir, "output_dir")
     with exclusive_lock(out, "output_dir"):
         return _run_study(specs, modes, data, settings, out, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency,
                           save_models=save_models, keep_models=keep_models,
                           memory_limit_bytes=memory_limit_bytes, strategy=strategy,
-                          registry=registry)  # fmt: skip
+                          registry=registry, tensorboard=board)  # fmt: skip
 
 
 def _check_runtime(
@@ -688,6 +697,7 @@ def _run_study(
     memory_limit_bytes: int,
     strategy: tf.distribute.Strategy | None,
     registry: BackboneRegistry | None,
+    tensorboard: Path | None = None,
 ) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
     previous = _previous_results(log, resume) if log is not None else {}
@@ -701,6 +711,8 @@ def _run_study(
     warned_imbalance = False
     models: dict[tuple[str, str], tf_keras.Model] = {}
     progress = _Progress(len(specs) * len(modes), settings)
+    if tensorboard is not None:
+        write_experiment(tensorboard)
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         for spec in specs:
             run = _Run(
@@ -723,9 +735,14 @@ def _run_study(
                     report.results.append(previous[config_id])
                     continue
                 progress.start(trial)
+                board = None if tensorboard is None else TrialBoard(tensorboard, spec.name, mode)
+                run.callbacks = [*(callbacks or ()), *([board] if board else [])]
                 result, model = _run_one(
-                    run, mode, config, config_id, environment, measure_latency, model_path
-                )
+                    run, mode, config, config_id, environment, measure_latency, model_path,
+                    on_seed=None if board is None else board.begin_seed,
+                )  # fmt: skip
+                if board is not None:
+                    board.finish(result)
                 progress.end(trial, result)
                 if log is not None:
                     append_result(log, result)
@@ -858,6 +875,7 @@ def _run_one(
     environment: dict[str, str],
     measure_latency: bool,
     model_path: Path | None,
+    on_seed: Callable[[int], None] | None = None,
 ) -> tuple[BenchmarkResult, tf_keras.Model | None]:
     spec = run.spec
     common: dict[str, Any] = {
@@ -882,6 +900,8 @@ def _run_one(
         metrics: dict[str, SplitMetrics] = {}
         for i in range(run.settings.seeds):
             seed = run.settings.seed + i
+            if on_seed is not None:  # e.g. TensorBoard: a run per seed
+                on_seed(seed)
             trained, outcome = trainer(seed)
             history_i: list[EpochRecord] = outcome["history"]
             seconds = outcome["train_seconds"]
