@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import hubtransfer as ht
 from conftest import save_tiny_tf2
@@ -35,8 +36,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         status = main([
             "--quiet", "benchmark", "--backbones", "deploy_tiny", "--dataset", str(root / "data"),
-            "--epochs", "6", "--learning-rate", "0.05", "--test-fraction", "0.2",
-            "--out", str(root / "study"), "--save-models",
+            "--epochs", "20", "--learning-rate", "0.05", "--test-fraction", "0.2",
+            "--out", str(root / "study"), "--save-models", "--tensorboard", str(root / "tb"),
         ])  # fmt: skip
     finally:
         registry._backbones.pop("deploy_tiny")
@@ -270,3 +271,24 @@ def test_predict_command_formats_and_exit_status(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hubtransfer: error: No image could be predicted")
     assert "broken.png: truncated" in err[0] and "none.jpg: missing file" in err[0]
+
+
+def test_cli_journey_benchmark_report_export_predict(
+    study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's journey on the study the fixture ran: report, export --best, predict."""
+    assert (study / "tb" / "deploy_tiny_frozen_seed0" / "validation").is_dir()
+    assert main(["report", str(study / "study"), "--recommend", "--max-size-mb", "50"]) == 0
+    assert "Use deploy_tiny (frozen): the highest test accuracy" in capsys.readouterr().out
+    model = tmp_path / "deploy" / "model.tflite"
+    assert main(["export", str(study / "study"), "--best", "--max-size-mb", "50",
+                 "--tflite", "dynamic", "--out", str(model)]) == 0  # fmt: skip
+    assert "Picked deploy_tiny (frozen)" in capsys.readouterr().out
+    assert main(["predict", str(model), str(study / "data"), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 20 and all(r["error"] is None for r in records)
+    # Greyscale files carry no colour, so no model can tell their class: score the others.
+    coloured = [r for r in records if Image.open(r["path"]).mode not in ("L", "LA")]
+    assert len(coloured) >= 14
+    right = [Path(r["path"]).parent.name == r["top"][0]["name"] for r in coloured]
+    assert np.mean(right) >= 0.9, [(r["path"], r["top"][0]["name"]) for r in coloured]
