@@ -94,10 +94,30 @@ def test_benchmark_command_writes_results(
     finally:
         registry._backbones.pop("cli_tiny")
     assert status == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "| cli_tiny | frozen | ok |" in out and "| cli_tiny | fine_tuned | ok |" in out
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"results.jsonl", "results.json", "results.csv", "results.md", "study.png"} <= names
+    # Progress: one line per trial start and end, plain, on stderr; no Keras bars.
+    lines = captured.err.splitlines()
+    assert "Trial 1/2: cli_tiny / frozen, seed 0: starting" in lines
+    assert "Trial 2/2: cli_tiny / fine_tuned, seed 0: starting" in lines
+    ends = [line for line in lines if line.startswith("Trial ") and ": ok in " in line]
+    assert len(ends) == 2 and "about" in ends[0] and " left" in ends[0], ends
+    assert "(kept epoch " in ends[0] and ends[1].endswith("study done")
+    assert "Epoch 1/2" not in captured.out + captured.err
+    registry.register(spec)
+    try:  # --quiet: the same study, resumed (its "kept" lines are progress too)
+        status = main([
+            "benchmark", "--backbones", "cli_tiny", "--dataset", str(tmp_path / "data"),
+            "--epochs", "2", "--out", str(tmp_path / "out"), "--both", "--report-head", "--quiet",
+        ])  # fmt: skip
+    finally:
+        registry._backbones.pop("cli_tiny")
+    assert status == 0
+    quiet = capsys.readouterr()
+    assert "| cli_tiny | frozen | ok |" in quiet.out and "Trial" not in quiet.err
 
 
 def test_export_command(tmp_path: Path) -> None:

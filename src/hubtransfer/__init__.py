@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     )
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
+    from hubtransfer.prediction import ClassProbability, Prediction, predict
     from hubtransfer.preprocessing import prepare
     from hubtransfer.records import (
         BenchmarkResult,
@@ -85,6 +86,9 @@ _LAZY = {
     "export_saved_model": "hubtransfer.export",
     "evaluate_tflite": "hubtransfer.export",
     "TFLiteEvaluation": "hubtransfer.export",
+    "predict": "hubtransfer.prediction",
+    "Prediction": "hubtransfer.prediction",
+    "ClassProbability": "hubtransfer.prediction",
 }
 _LAZY_MODULES = {"offline"}
 
@@ -96,6 +100,7 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkReport",
     "BenchmarkResult",
+    "ClassProbability",
     "Comparison",
     "ConfigurationError",
     "DatasetError",
@@ -108,6 +113,7 @@ __all__ = [
     "MissingDependencyError",
     "NotFineTunableError",
     "OutputDirectoryError",
+    "Prediction",
     "Recommendation",
     "SeedRun",
     "TFLiteEvaluation",
@@ -125,6 +131,7 @@ __all__ = [
     "load_image_folder",
     "load_tfds",
     "offline",
+    "predict",
     "prepare",
     "register_backbone",
 ]

@@ -8,20 +8,25 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hubtransfer._version import __version__
 from hubtransfer.config import DEFAULTS
-from hubtransfer.errors import ConfigurationError, ExportError, HubTransferError
+from hubtransfer.errors import ConfigurationError, HubTransferError
 from hubtransfer.validation import check_fraction, check_optional_positive_number
 
 __all__ = ["main"]
+
+_QUIET_HELP = "no progress lines (trial i of N, time left), only warnings and errors"
+# export.TFLITE_MODES, repeated here so that `--help` does not import TensorFlow.
+_TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hubtransfer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help=_QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("backbones", help="list the registered backbones")
@@ -80,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-models", action="store_true",
                    help="save each classifier to --out/models/*.h5 (for export)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR",
+                   help="write a TensorBoard run per trial there (scalars per epoch, "
+                   "hyperparameters and final metrics for the HParams view)")  # fmt: skip
 
     p = sub.add_parser("report", help="table, Pareto front and recommendation of a saved study")
     p.add_argument("dir", type=Path, help="the --out / output_dir of a benchmark")
@@ -93,22 +102,63 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true",
                    help="per-class precision, recall, F1 and confusion matrices")
 
-    p = sub.add_parser("export", help="export a saved classifier (.h5) to TFLite or serving")
-    p.add_argument("model", type=Path, help="a classifier saved as .h5 or .keras")
-    p.add_argument("--out", type=Path, required=True, help="output .tflite file or directory")
-    kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--tflite", action="store_true", help="write a .tflite file")
-    kind.add_argument("--saved-model", action="store_true", help="write a serving SavedModel")
-    p.add_argument("--quantization", choices=("dynamic", "float16", "int8"))
+    p = sub.add_parser(
+        "export", help="export a saved classifier (.h5), or a study's best, to TFLite or serving",
+        description="Export MODEL.h5, or with --best the model `report --recommend` picks in a "
+        "study folder (run with --save-models), to TFLite and/or a serving SavedModel.",
+    )  # fmt: skip
+    p.add_argument("model", type=Path, metavar="MODEL_OR_STUDY",
+                   help="a classifier saved as .h5 or .keras; with --best, a study folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output .tflite file or SavedModel directory (with --best and both "
+                   "--tflite and --saved-model: a directory for both)")  # fmt: skip
+    p.add_argument("--tflite", nargs="?", const="float32", choices=_TFLITE_MODES, metavar="MODE",
+                   help="write a .tflite file; MODE: float32 (default), dynamic, float16, int8")
+    p.add_argument("--saved-model", action="store_true", help="write a serving SavedModel")
+    p.add_argument("--quantization", choices=("dynamic", "float16", "int8"),
+                   help="same as --tflite MODE")
+    p.add_argument("--best", action="store_true",
+                   help="export the study's recommended model (within --max-size-mb, "
+                   "--max-latency-ms), with a labels file, and measure its agreement")
+    p.add_argument("--max-size-mb", type=float, help="with --best: size budget")
+    p.add_argument("--max-latency-ms", type=float, help="with --best: latency budget")
+    p.add_argument("--agreement-images", type=int, default=100,
+                   help="with --best: images compared with the Keras model (default: 100)")
     p.add_argument("--backbone", help="backbone the model was built on (int8, serving)")
     p.add_argument("--calibration-data", type=Path, help="image folder for int8 calibration")
     p.add_argument("--class-names", help="comma-separated, for --saved-model")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier hubtransfer export at --out")
 
+    p = sub.add_parser(
+        "predict", help="top classes of images with a saved or exported model",
+        description="Print the top-k classes and probabilities of each image. Images are "
+        "decoded as in training (Pillow, EXIF orientation applied). Unreadable files are "
+        "reported with the reason and skipped; the exit status is 0 when any image was "
+        "predicted, 2 when none was.",
+    )  # fmt: skip
+    p.add_argument(
+        "model", type=Path,
+        help="a classifier .h5 (its backbone from --backbone, or from the study record when "
+        "it sits in a study's models/ folder), a serving SavedModel directory (export "
+        "--saved-model), or a .tflite (labels from NAME.labels.txt or labels.txt beside it, "
+        "or --labels; backbone from NAME.backbone.json beside it, or --backbone)",
+    )  # fmt: skip
+    p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
+    p.add_argument("--backbone", help="backbone the model was built on (resize and scale)")
+    p.add_argument("--labels", type=Path, help="labels file: one class per line, in order")
+    p.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="CSV: path,rank,class,probability,error")
+    fmt.add_argument("--json", action="store_true", help="JSON: one record per image")
+
     p = sub.add_parser("demo", help="the report's study offline, on generated images")
     p.add_argument("--out", type=Path, default=Path("hubtransfer-demo"))
     p.add_argument("--quick", action="store_true", help="two backbones, fewer images (~2 min)")
+    for command in sub.choices.values():
+        # SUPPRESS: a subcommand's default must not undo a --quiet given before it.
+        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help=_QUIET_HELP)  # fmt: skip
     return parser
 
 
@@ -179,6 +229,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     check_writable_dir(args.out, "--out")
     if args.offline_dir is not None:
         check_writable_dir(args.offline_dir, "--offline-dir")
+    if args.tensorboard is not None:
+        from hubtransfer.board import check_tensorboard_dir
+
+        check_tensorboard_dir(args.tensorboard)
     specs = _backbones(args)
     data = _dataset(args)
     report = ht.benchmark(
@@ -187,13 +241,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
         seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
         save_models=args.save_models, monitor=args.monitor, patience=args.patience,
-        class_weight=args.class_weight,
+        class_weight=args.class_weight, tensorboard_dir=args.tensorboard,
     )  # fmt: skip
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
     print(f"Results: {args.out}/results.json, results.csv, results.md")
     if args.save_models:
         print(f"Models: {args.out}/models/")
+    if args.tensorboard is not None:
+        print(f"TensorBoard: tensorboard --logdir {args.tensorboard}")
     return 0
 
 
@@ -206,25 +262,37 @@ def _plot(report: Any, path: Path) -> None:
         print(f"No plot: {exc}")
 
 
+def _quantization(args: argparse.Namespace) -> str | None:
+    """The TFLite quantization of ``--tflite MODE`` / ``--quantization`` (None: float32)."""
+    mode: str | None = args.tflite if args.tflite not in (None, "float32") else None
+    given: str | None = args.quantization
+    if mode and given and mode != given:
+        raise ConfigurationError(
+            f"--tflite {mode} and --quantization {given} disagree. Give the mode once, e.g. "
+            "--tflite int8."
+        )
+    return mode or given
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import hubtransfer as ht
-    from hubtransfer._tf import hub, tf_keras
+    from hubtransfer.artifacts import load_classifier
 
-    if not args.model.exists():
+    if args.best:
+        return _cmd_export_best(args)
+    if bool(args.tflite) == bool(args.saved_model):
         raise ConfigurationError(
-            f"Model file {args.model} does not exist. Pass a classifier saved with "
-            "model.save('model.h5') or benchmark(save_models=True)."
+            "export MODEL.h5 needs exactly one of --tflite [MODE] or --saved-model. Received: "
+            f"{'both' if args.tflite else 'neither'}. Export twice for both formats."
         )
-    try:
-        model = tf_keras.models.load_model(
-            args.model, custom_objects={"KerasLayer": hub.KerasLayer}, compile=False
-        )
-    except Exception as exc:  # h5py, Keras and OS errors for a file that is not a model
-        raise ExportError(
-            f"Could not read {args.model} as a Keras classifier ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Pass a model saved "
-            "with model.save('model.h5') or by `hubtransfer benchmark --save-models`."
-        ) from exc
+    for flag in ("max_size_mb", "max_latency_ms"):
+        if getattr(args, flag) is not None:
+            raise ConfigurationError(
+                f"--{flag.replace('_', '-')} is a budget for --best. Received it without "
+                "--best; pass a study folder with --best, or drop the budget."
+            )
+    quantization = _quantization(args)
+    model = load_classifier(args.model)
     if args.saved_model:
         if not (args.backbone and args.class_names):
             raise ConfigurationError(
@@ -237,7 +305,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
     else:
         calibration = None
-        if args.quantization == "int8":
+        if quantization == "int8":
             if not (args.calibration_data and args.backbone):
                 raise ConfigurationError(
                     "--quantization int8 needs --calibration-data FOLDER (a few hundred training "
@@ -246,10 +314,112 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 )
             calibration = ht.load_image_folder(args.calibration_data, validation_fraction=0.0)
         path = ht.export_tflite(
-            model, args.out, quantization=args.quantization,
+            model, args.out, quantization=quantization,  # type: ignore[arg-type]
             representative_data=calibration, backbone=args.backbone, overwrite=args.overwrite,
         )  # fmt: skip
     print(f"Wrote {path}")
+    return 0
+
+
+def _size(path: Path) -> str:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    return f"{total / 1e6:.2f} MB ({total:,} bytes)"
+
+
+def _cmd_export_best(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import hubtransfer as ht
+    from hubtransfer._fs import atomic_write_text
+    from hubtransfer.artifacts import (
+        agreement_data,
+        backbone_of,
+        best_model,
+        check_class_names,
+        load_classifier,
+        serving_agreement,
+    )
+    from hubtransfer.validation import check_int
+
+    for name in ("max_size_mb", "max_latency_ms"):
+        check_optional_positive_number(f"--{name.replace('_', '-')}", getattr(args, name))
+    check_int("--agreement-images", args.agreement_images)
+    if not (args.tflite or args.saved_model or args.quantization):
+        raise ConfigurationError(
+            "export --best needs a format: --tflite [float32|dynamic|float16|int8] and/or "
+            "--saved-model. Received neither."
+        )
+    if args.backbone or args.class_names:
+        raise ConfigurationError(
+            "export --best takes the backbone and class names from the study's record; drop "
+            "--backbone and --class-names (they are for exporting a single MODEL.h5)."
+        )
+    quantization = _quantization(args)
+    want_tflite = bool(args.tflite or args.quantization)
+    advice, picked = best_model(
+        args.model, max_model_mb=args.max_size_mb, max_latency_ms=args.max_latency_ms
+    )
+    result = picked.result
+    print(f"Picked {result.label}: {picked.path}")
+    print(f"Why: {advice.reason}")
+    model = load_classifier(picked.path)
+    spec = backbone_of(result, feature_dim=int(model.get_layer("head").input_shape[-1]))
+    check_class_names(model, picked.class_names, f"The record of {result.label}")
+    labels_text = "\n".join(picked.class_names) + "\n"
+    both = want_tflite and args.saved_model
+    tflite_path = args.out / "model.tflite" if both else args.out
+    serving_path = args.out / "saved_model" if both else args.out
+    labels_path = tflite_path.with_suffix(".labels.txt")
+    spec_path = tflite_path.with_suffix(".backbone.json")
+    if want_tflite and not args.overwrite:
+        for taken in (labels_path, spec_path):
+            if taken.exists():
+                raise ConfigurationError(
+                    f"{taken} already exists and was left untouched. Pass --overwrite to "
+                    "replace it, or choose another --out."
+                )
+    sample, source = agreement_data(result, picked.class_names, args.calibration_data)
+    if want_tflite:
+        calibration = None
+        if quantization == "int8":
+            if sample is None:
+                raise ConfigurationError(
+                    f"--tflite int8 needs calibration images, and {source}. Or use --tflite "
+                    "dynamic, which needs none."
+                )
+            calibration = sample
+        path = ht.export_tflite(
+            model, tflite_path, quantization=quantization,  # type: ignore[arg-type]
+            representative_data=calibration, backbone=spec, overwrite=args.overwrite,
+        )  # fmt: skip
+        atomic_write_text(labels_path, labels_text)
+        backbone = {**dataclasses.asdict(spec), "class_names": list(picked.class_names)}
+        atomic_write_text(spec_path, json.dumps(backbone, indent=2) + "\n")
+        print(f"Wrote {path}: {_size(path)}, {quantization or 'float32'}; labels: {labels_path}")
+        if sample is None:
+            print(f"Agreement with the Keras model: not measured ({source}).")
+        else:
+            scored = ht.evaluate_tflite(
+                path, sample, backbone=spec, model=model, split="train",
+                max_examples=args.agreement_images,
+            )  # fmt: skip
+            print(
+                f"Agreement with the Keras model: {scored.agreement:.1%} of {scored.examples} "
+                f"images from {source}; {scored.ms_per_image:.2f} ms/image in the interpreter."
+            )
+    if args.saved_model:
+        path = ht.export_saved_model(
+            model, serving_path, backbone=spec, class_names=picked.class_names,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+        print(f"Wrote {path}: {_size(path)}, serving SavedModel; labels: {path / 'labels.txt'}")
+        if sample is None:
+            print(f"Agreement with the Keras model: not measured ({source}).")
+        else:
+            agreement, seen = serving_agreement(path, model, sample, spec, args.agreement_images)
+            print(f"Agreement with the Keras model: {agreement:.1%} of {seen} images from "
+                  f"{source}.")  # fmt: skip
     return 0
 
 
@@ -276,6 +446,44 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import dataclasses
+
+    from hubtransfer.errors import DatasetError
+    from hubtransfer.prediction import predict
+
+    predictions = predict(
+        args.model, args.images, backbone=args.backbone, labels=args.labels, top_k=args.top_k
+    )
+    if args.json:
+        print(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for p in predictions:
+            if p.error is not None:
+                writer.writerow([p.path, "", "", "", p.error])
+            for rank, c in enumerate(p.top, start=1):
+                writer.writerow([p.path, rank, c.name, f"{c.probability:.6f}", ""])
+    else:
+        for p in predictions:
+            shown = ", ".join(f"{c.name} {c.probability:.3f}" for c in p.top)
+            print(f"{p.path}: {shown if p.ok else 'unreadable: ' + str(p.error)}")
+    failed = [p for p in predictions if not p.ok]
+    if len(failed) == len(predictions):
+        listed = "; ".join(f"{p.path}: {p.error}" for p in failed[:3])
+        raise DatasetError(
+            f"No image could be predicted: {len(failed)} file(s), none readable ({listed}"
+            f"{'; ...' if len(failed) > 3 else ''}). Pass image files (JPEG, PNG, BMP, GIF, "
+            "WebP), folders of them, or globs such as 'photos/*.jpg'."
+        )
+    if failed:
+        print(f"hubtransfer: {len(failed)} of {len(predictions)} file(s) could not be read "
+              "and were skipped (reasons above).", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hubtransfer.demo import DISCLAIMER, FULL, QUICK, run_demo
 
@@ -297,6 +505,7 @@ _COMMANDS = {
     "benchmark": _cmd_benchmark,
     "export": _cmd_export,
     "report": _cmd_report,
+    "predict": _cmd_predict,
     "demo": _cmd_demo,
 }
 
@@ -308,6 +517,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    with _progress(args.debug, args.quiet):
+        return _run(args)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+@contextlib.contextmanager
+def _progress(debug: bool, quiet: bool) -> Iterator[None]:
+    """hubtransfer's INFO lines (progress) as plain lines on stderr; WARNING with --quiet.
+
+    With --debug everything goes through the root logger with names and levels instead.
+    The handler is removed afterwards, so in-process callers (tests) keep their logging.
+    """
+    logger = logging.getLogger("hubtransfer")
+    if debug:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter())
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return _COMMANDS[args.command](args)
     except HubTransferError as exc:

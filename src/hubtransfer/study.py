@@ -29,6 +29,7 @@ import numpy as np
 
 from hubtransfer._fs import check_writable_dir, exclusive_lock, unique_sibling
 from hubtransfer._tf import hub, tf, tf_keras
+from hubtransfer.board import TrialBoard, check_tensorboard_dir, write_experiment
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, ConfigurationError, NotFineTunableError
@@ -519,6 +520,7 @@ def benchmark(
     monitor: Monitor = "val_loss",
     patience: int | None = None,
     class_weight: str | dict[str | int, float] | None = None,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
 
@@ -570,6 +572,12 @@ def benchmark(
             in ``monitor``; None trains every epoch.
         class_weight: None, ``"balanced"`` (weights inverse to class frequency, from one
             pass over the training labels), or a dict of class name or index -> weight.
+        tensorboard_dir: Write a TensorBoard run per trial and seed there,
+            ``<backbone>_<mode>_seed<seed>``: loss and accuracy per epoch (train and
+            validation; epochs numbered across a fine-tuned run's phases), then its
+            hyperparameters and final metrics for the HParams view (see
+            :mod:`hubtransfer.board`). Needs ``pip install 'hubtransfer[tensorboard]'``;
+            checked for writability before anything runs. None writes nothing.
 
     Returns:
         A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
@@ -607,6 +615,7 @@ def benchmark(
             settings, class_weight=resolve_class_weight(class_weight, data.class_names)
         )
     _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
+    board = None if tensorboard_dir is None else check_tensorboard_dir(tensorboard_dir)
     for flag in ("resume", "measure_latency", "save_models", "keep_models"):
         if not isinstance(locals()[flag], bool):
             raise ConfigurationError(
@@ -622,14 +631,14 @@ def benchmark(
         return _run_study(specs, modes, data, settings, None, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency, save_models=False,
                           keep_models=keep_models, memory_limit_bytes=memory_limit_bytes,
-                          strategy=strategy, registry=registry)  # fmt: skip
+                          strategy=strategy, registry=registry, tensorboard=board)  # fmt: skip
     out = check_writable_dir(output_dir, "output_dir")
     with exclusive_lock(out, "output_dir"):
         return _run_study(specs, modes, data, settings, out, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency,
                           save_models=save_models, keep_models=keep_models,
                           memory_limit_bytes=memory_limit_bytes, strategy=strategy,
-                          registry=registry)  # fmt: skip
+                          registry=registry, tensorboard=board)  # fmt: skip
 
 
 def _check_runtime(
@@ -681,6 +690,7 @@ def _run_study(
     memory_limit_bytes: int,
     strategy: tf.distribute.Strategy | None,
     registry: BackboneRegistry | None,
+    tensorboard: Path | None = None,
 ) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
     previous = _previous_results(log, resume) if log is not None else {}
@@ -693,6 +703,9 @@ def _run_study(
     report = BenchmarkReport()
     warned_imbalance = False
     models: dict[tuple[str, str], tf_keras.Model] = {}
+    progress = _Progress(len(specs) * len(modes), settings)
+    if tensorboard is not None:
+        write_experiment(tensorboard)
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         for spec in specs:
             run = _Run(
@@ -707,20 +720,23 @@ def _run_study(
                 model_path = (
                     out / "models" / f"{spec.name}_{mode}.h5" if save_models and out else None
                 )
+                trial = progress.next(spec.name, mode)
                 if config_id in previous and (
                     model_path is None or model_path.exists() or previous[config_id].status != "ok"
                 ):
-                    logger.info("%s / %s: kept from %s (resume)", spec.name, mode, log)
+                    logger.info("%s: kept from %s (resume)", trial, log)
                     report.results.append(previous[config_id])
                     continue
-                logger.info("%s / %s: starting", spec.name, mode)
+                progress.start(trial)
+                board = None if tensorboard is None else TrialBoard(tensorboard, spec.name, mode)
+                run.callbacks = [*(callbacks or ()), *([board] if board else [])]
                 result, model = _run_one(
-                    run, mode, config, config_id, environment, measure_latency, model_path
-                )
-                logger.info(
-                    "%s / %s: %s (best val acc %s, %.1f s)", spec.name, mode, result.status,
-                    result.best_val_accuracy, result.train_seconds or 0.0,
+                    run, mode, config, config_id, environment, measure_latency, model_path,
+                    on_seed=None if board is None else board.begin_seed,
                 )  # fmt: skip
+                if board is not None:
+                    board.finish(result)
+                progress.end(trial, result)
                 if log is not None:
                     append_result(log, result)
                 report.results.append(result)
@@ -735,6 +751,61 @@ def _run_study(
     if out is not None:
         report.save(out)
     return report
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+class _Progress:
+    """Logs each trial's start and end: i of N, elapsed time and an estimate of what is left.
+
+    The estimate is the mean time of the trials run so far (resumed ones cost nothing)
+    times the trials still to come.
+    """
+
+    def __init__(self, total: int, settings: StudySettings) -> None:
+        self.total = total
+        self.index = 0
+        first, last = settings.seed, settings.seed + settings.seeds - 1
+        self.seeds = f"seed {first}" if first == last else f"seeds {first}-{last}"
+        self.began = time.perf_counter()
+        self.trial_began = self.began
+        self.durations: list[float] = []
+
+    def next(self, backbone: str, mode: str) -> str:
+        self.index += 1
+        return f"Trial {self.index}/{self.total}: {backbone} / {mode}"
+
+    def start(self, trial: str) -> None:
+        self.trial_began = time.perf_counter()
+        logger.info("%s, %s: starting", trial, self.seeds)
+
+    def end(self, trial: str, result: BenchmarkResult) -> None:
+        now = time.perf_counter()
+        self.durations.append(now - self.trial_began)
+        left = self.total - self.index
+        estimate = (
+            f"about {_duration(left * sum(self.durations) / len(self.durations))} left"
+            if left
+            else "study done"
+        )
+        if result.status == "ok":
+            score = (
+                f"val acc {result.val_accuracy:.3f} (kept epoch {result.selected_epoch})"
+                if result.val_accuracy is not None
+                else "no val acc"
+            )
+        else:
+            score = result.error or ""
+        logger.info(
+            "%s: %s in %s, %s; elapsed %s, %s", trial, result.status,
+            _duration(now - self.trial_began), score, _duration(now - self.began), estimate,
+        )  # fmt: skip
 
 
 def _exports(model: tf_keras.Model, run: _Run) -> dict[str, dict[str, float | int | None]]:
@@ -797,6 +868,7 @@ def _run_one(
     environment: dict[str, str],
     measure_latency: bool,
     model_path: Path | None,
+    on_seed: Callable[[int], None] | None = None,
 ) -> tuple[BenchmarkResult, tf_keras.Model | None]:
     spec = run.spec
     common: dict[str, Any] = {
@@ -821,6 +893,8 @@ def _run_one(
         metrics: dict[str, SplitMetrics] = {}
         for i in range(run.settings.seeds):
             seed = run.settings.seed + i
+            if on_seed is not None:  # e.g. TensorBoard: a run per seed
+                on_seed(seed)
             trained, outcome = trainer(seed)
             history_i: list[EpochRecord] = outcome["history"]
             seconds = outcome["train_seconds"]
