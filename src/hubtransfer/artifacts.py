@@ -21,9 +21,11 @@ from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData, load_image_folder
 from hubtransfer.errors import BenchmarkError, ConfigurationError, ExportError, HubTransferError
 from hubtransfer.preprocessing import preprocess_image
+from hubtransfer.records import BenchmarkResult, Mode, Recommendation
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
-from hubtransfer.results import RESULTS_FILE, BenchmarkReport, BenchmarkResult, Mode, Recommendation
+from hubtransfer.results import BenchmarkReport
 from hubtransfer.sampling import sample_split
+from hubtransfer.storage import RESULTS_FILE
 
 __all__ = [
     "MODELS_DIR",

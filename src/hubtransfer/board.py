@@ -25,7 +25,7 @@ from typing import Any
 from hubtransfer._fs import check_writable_dir
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.errors import MissingDependencyError
-from hubtransfer.results import BenchmarkResult
+from hubtransfer.records import BenchmarkResult
 
 __all__ = ["METRICS", "TrialBoard", "check_tensorboard_dir", "write_experiment"]
 
