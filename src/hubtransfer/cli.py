@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier hubtransfer export at --out")
 
+    p = sub.add_parser("cache", help="the feature store: where it is, what it holds; clear it")
+    p.add_argument(
+        "action",
+        choices=("info", "clear"),
+        help="info: location, entries, size; clear: delete hubtransfer's entries",
+    )
+
     p = sub.add_parser("demo", help="the report's study offline, on generated images")
     p.add_argument("--out", type=Path, default=Path("hubtransfer-demo"))
     p.add_argument("--quick", action="store_true", help="two backbones, fewer images (~2 min)")
@@ -276,6 +283,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from hubtransfer.store import FeatureStore
+
+    store = FeatureStore()
+    entries = store.entries()
+    if args.action == "clear":
+        removed, freed = store.clear()
+        noun = "entry" if removed == 1 else "entries"
+        print(f"Removed {removed} feature store {noun} ({freed / 1e6:.1f} MB) from "
+              f"{store.directory}; nothing else there was touched.")  # fmt: skip
+        return 0
+    print(f"Feature store: {store.directory} (set HUBTRANSFER_CACHE_DIR to move it)")
+    print(f"Entries: {len(entries)}, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+    for e in entries:
+        m = e.metadata
+        print(f"  {m.get('backbone', '?')}  {m.get('split', '?')}  {m.get('images', '?')} images x "
+              f"{m.get('feature_dim', '?')}  {e.bytes / 1e6:.1f} MB  {m.get('created', '')}  "
+              f"{e.key[:12]}")  # fmt: skip
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hubtransfer.demo import DISCLAIMER, FULL, QUICK, run_demo
 
@@ -298,6 +326,7 @@ _COMMANDS = {
     "export": _cmd_export,
     "report": _cmd_report,
     "demo": _cmd_demo,
+    "cache": _cmd_cache,
 }
 
 
@@ -308,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.debug:
+        # Progress of long passes (decoding, feature extraction) and each run's outcome
+        # are INFO records of the hubtransfer loggers: shown by default.
+        logging.getLogger("hubtransfer").setLevel(logging.INFO)
     try:
         return _COMMANDS[args.command](args)
     except HubTransferError as exc:
