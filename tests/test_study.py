@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -305,7 +306,7 @@ def test_seeds_reuse_cached_features_and_are_reproducible(
 
 
 def test_second_study_runs_no_forward_pass_for_stored_features(
-    models: dict[str, Backbone], tmp_path: Path
+    models: dict[str, Backbone], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from unittest import mock
 
@@ -322,8 +323,10 @@ def test_second_study_runs_no_forward_pass_for_stored_features(
         assert result.status == "ok", result.error
         return spy.call_count, result
 
-    calls, first = extractions(epochs=2)
+    with caplog.at_level(logging.INFO, logger="hubtransfer"):
+        calls, first = extractions(epochs=2)
     assert calls == 2 and first.features_from_store is False
+    assert "tiny_a: extracting train features: 18 images in" in caplog.text  # progress
     # Another head, learning rate and more seeds: the backbone does not run again.
     calls, second = extractions(epochs=3, head=ht.REPORT_HEAD, learning_rate=1e-2, seeds=2)
     assert calls == 0 and second.features_from_store is True
