@@ -52,6 +52,16 @@ def save_tiny_tf1(path: Path, size: int = TINY_SIZE, dim: int = TINY_DIM) -> Pat
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own HUBTRANSFER_CACHE_DIR: never the user's, never shared."""
+    root = tmp_path_factory.mktemp("hubtransfer-cache")
+    monkeypatch.setenv("HUBTRANSFER_CACHE_DIR", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_tf2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_tf2(tmp_path_factory.mktemp("models") / "tiny_tf2")

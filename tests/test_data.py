@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image, ImageOps
 
 import hubtransfer as ht
+import photos
+from hubtransfer.data import file_split
 from hubtransfer.sampling import sample_split, stratified_indices
 from images import write_colour_folder, write_junk, write_sorted_classes
 
@@ -224,22 +227,103 @@ def test_files_reachable_twice_are_read_once_and_never_under_two_labels(
     assert "reachable under two classes" in caplog.text and str(blue0) in caplog.text
 
 
-def test_files_lost_after_loading_are_reported(
+def test_files_lost_after_loading_no_longer_matter(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_colour_folder(tmp_path, per_class=4)
     data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
     assert data.missing_files() == ()
+    before = sorted((int(y), x.tobytes()) for x, y in data.train.as_numpy_iterator())
     gone = data.train_files[2]
     os.remove(gone)
     with caplog.at_level(logging.WARNING, logger="hubtransfer"):
-        assert len(list(data.train)) == 7
-    assert data.missing_files() == (gone,)
-    assert f"1 file(s) of the train split of {tmp_path}" in caplog.text and gone in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
-        assert len(list(data.train)) == 7  # the next epoch: still skipped, warned once
-    assert gone not in caplog.text
+        after = sorted((int(y), x.tobytes()) for x, y in data.train.as_numpy_iterator())
+    assert after == before  # the split reads the images decoded at load time
+    assert data.missing_files() == (gone,)  # the folder no longer matches what was loaded
+    assert not caplog.records
+
+
+def _pillow_reference(path: Path, max_image_size: int | None) -> np.ndarray:
+    """Pillow's reference decoding, then the documented resize (shorter side, bicubic)."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    width, height = image.size
+    if max_image_size is not None and min(width, height) > max_image_size:
+        scale = max_image_size / min(width, height)
+        size = (
+            (max_image_size, round(height * scale))
+            if width <= height
+            else (round(width * scale), max_image_size)
+        )
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("max_image_size", [None, 16])
+def test_image_folder_pixels_are_pillows_reference(tmp_path: Path, max_image_size: int) -> None:
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    photo = photos.asymmetric_rgb(20, 30)  # short side < 2 x 16: no DCT-domain downscale
+    for orientation in range(2, 9):
+        photos.save_with_orientation(odd / f"exif_{orientation}.jpg", photo, orientation, "JPEG")
+    colours, index = photos.palette(256), photos.indices(22, 31, 256)
+    bmp = Image.fromarray(index, "P")
+    bmp.putpalette(colours.tobytes())
+    bmp.save(odd / "palette.bmp")
+    alpha = np.full((20, 28), 255, np.uint8)
+    alpha[:, :10] = 0
+    Image.fromarray(np.dstack([photos.asymmetric_rgb(20, 28, seed=2), alpha])).save(
+        odd / "alpha.webp", lossless=True, exact=True
+    )
+    photos.write_gif_offset_first_frame(
+        odd / "anim.gif", photos.indices(5, 7, 256, seed=4), photos.palette(256, seed=3),
+        canvas=(28, 20), offset=(6, 4),
+    )  # fmt: skip
+    write_colour_folder(tmp_path, per_class=2, classes=("plain",), size=(24, 40))
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.0, max_image_size=max_image_size)
+    assert data.counts.skipped == 0 and data.counts.train == 12
+    files = file_split(data.train)
+    assert files is not None
+    for path, i in zip(files.paths, files.indices, strict=True):
+        expected = _pillow_reference(Path(path), max_image_size)
+        np.testing.assert_array_equal(files.cache.images[i], expected, err_msg=path)
+        if max_image_size is not None:
+            assert min(expected.shape[:2]) == max_image_size
+    rotated = _pillow_reference(odd / "exif_6.jpg", None)
+    assert rotated.shape == (30, 20, 3)  # EXIF applied: portrait, as the phone showed it
+    decoded = {bytes(x.tobytes()) for x, _ in data.train.as_numpy_iterator()}
+    assert {files.cache.images[i].tobytes() for i in files.indices} == decoded
+
+
+def test_image_cache_spills_to_a_mapped_file_identically(tmp_path: Path) -> None:
+    write_colour_folder(tmp_path / "data", per_class=6)
+    memory = ht.load_image_folder(tmp_path / "data", validation_fraction=0.25)
+    spill_dir = tmp_path / "spill"
+    disk = ht.load_image_folder(
+        tmp_path / "data", validation_fraction=0.25, memory_limit_bytes=1000, cache_dir=spill_dir
+    )
+    in_memory, mapped = file_split(memory.validation), file_split(disk.validation)
+    assert in_memory is not None and mapped is not None
+    assert in_memory.cache.path is None and mapped.cache.path is not None
+    assert mapped.cache.path.parent == spill_dir
+    assert list(spill_dir.iterdir()) == []  # unlinked once mapped: nothing outlives the process
+    for a, b in zip(memory.validation, disk.validation, strict=True):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    assert sorted(int(y) for _, y in disk.train) == sorted(int(y) for _, y in memory.train)
+    assert disk.fingerprint == memory.fingerprint
+    assert ht.load_image_folder(tmp_path / "data", max_image_size=8).fingerprint != (
+        memory.fingerprint
+    )
+
+
+def test_image_folder_logs_decoding_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_colour_folder(tmp_path, per_class=3)
+    with caplog.at_level(logging.INFO, logger="hubtransfer"):
+        ht.load_image_folder(tmp_path)
+    assert f"Decoding 6 images of {tmp_path}: 6 images in" in caplog.text
+    assert "images/s" in caplog.text
 
 
 def test_fingerprint_follows_the_files(tmp_path: Path) -> None:

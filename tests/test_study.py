@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -302,3 +303,54 @@ def test_seeds_reuse_cached_features_and_are_reproducible(
     assert first.feature_seconds is not None and first.head_seconds is not None
     assert first.train_seconds == pytest.approx(first.feature_seconds + first.head_seconds)
     assert sum(r.train_seconds for r in first.per_seed) == pytest.approx(first.train_seconds)
+
+
+def test_second_study_runs_no_forward_pass_for_stored_features(
+    models: dict[str, Backbone], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from unittest import mock
+
+    from hubtransfer import study
+
+    write_colour_folder(tmp_path / "images", per_class=12, size=(40, 48))
+    data = ht.load_image_folder(tmp_path / "images", validation_fraction=0.25)
+    store = tmp_path / "store"
+    kwargs: dict[str, object] = {"measure_latency": False, "feature_store": store}
+
+    def extractions(**more: object) -> tuple[int, ht.BenchmarkResult]:
+        with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
+            result = ht.benchmark(models["tf2"], data, **{**kwargs, **more}).results[0]  # type: ignore[arg-type]
+        assert result.status == "ok", result.error
+        return spy.call_count, result
+
+    with caplog.at_level(logging.INFO, logger="hubtransfer"):
+        calls, first = extractions(epochs=2)
+    assert calls == 2 and first.features_from_store is False
+    assert "tiny_a: extracting train features: 18 images in" in caplog.text  # progress
+    # Another head, learning rate and more seeds: the backbone does not run again.
+    calls, second = extractions(epochs=3, head=ht.REPORT_HEAD, learning_rate=1e-2, seeds=2)
+    assert calls == 0 and second.features_from_store is True
+    assert second.feature_seconds is not None and first.feature_seconds is not None
+    assert second.feature_seconds < first.feature_seconds  # a read, not a forward pass
+    assert second.train_seconds == pytest.approx(second.feature_seconds + second.head_seconds)
+    # The same folder loaded again is the same data.
+    data = ht.load_image_folder(tmp_path / "images", validation_fraction=0.25)
+    assert extractions(epochs=1)[0] == 0
+    # A file changed: new fingerprint, new keys, extracted again.
+    touched = Path(data.train_files[0])
+    info = touched.stat()
+    os.utime(touched, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    data = ht.load_image_folder(tmp_path / "images", validation_fraction=0.25)
+    assert extractions(epochs=1)[0] == 2
+    assert extractions(epochs=1, feature_store=False)[0] == 2  # off: nothing read
+    # Augmentation runs the backbone every step: the store is not used.
+    assert extractions(epochs=1, augment=True)[1].features_from_store is None
+
+
+def test_feature_store_defaults_to_the_cache_dir_and_is_checked(
+    models: dict[str, Backbone], data: ht.ImageData, _private_cache_dir: Path
+) -> None:
+    ht.benchmark(models["tf2"], data, epochs=1, measure_latency=False)
+    assert len(list((_private_cache_dir / "features").iterdir())) == 2  # train, validation
+    with pytest.raises(ht.ConfigurationError, match=r"feature_store must be True .*Received"):
+        ht.benchmark(models["tf2"], data, feature_store=3)  # type: ignore[arg-type]

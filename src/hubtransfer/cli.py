@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV: path,rank,class,probability,error")
     fmt.add_argument("--json", action="store_true", help="JSON: one record per image")
 
+    p = sub.add_parser("cache", help="the feature store: where it is, what it holds; clear it")
+    p.add_argument(
+        "action",
+        choices=("info", "clear"),
+        help="info: location, entries, size; clear: delete hubtransfer's entries",
+    )
+
     p = sub.add_parser("demo", help="the report's study offline, on generated images")
     p.add_argument("--out", type=Path, default=Path("hubtransfer-demo"))
     p.add_argument("--quick", action="store_true", help="two backbones, fewer images (~2 min)")
@@ -484,6 +491,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from hubtransfer.store import FeatureStore
+
+    store = FeatureStore()
+    entries = store.entries()
+    if args.action == "clear":
+        removed, freed = store.clear()
+        noun = "entry" if removed == 1 else "entries"
+        print(f"Removed {removed} feature store {noun} ({freed / 1e6:.1f} MB) from "
+              f"{store.directory}; nothing else there was touched.")  # fmt: skip
+        return 0
+    print(f"Feature store: {store.directory} (set HUBTRANSFER_CACHE_DIR to move it)")
+    print(f"Entries: {len(entries)}, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+    for e in entries:
+        m = e.metadata
+        print(f"  {m.get('backbone', '?')}  {m.get('split', '?')}  {m.get('images', '?')} images x "
+              f"{m.get('feature_dim', '?')}  {e.bytes / 1e6:.1f} MB  {m.get('created', '')}  "
+              f"{e.key[:12]}")  # fmt: skip
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hubtransfer.demo import DISCLAIMER, FULL, QUICK, run_demo
 
@@ -507,6 +535,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "predict": _cmd_predict,
     "demo": _cmd_demo,
+    "cache": _cmd_cache,
 }
 
 

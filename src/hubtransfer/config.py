@@ -5,9 +5,16 @@ This module does not import TensorFlow, so ``hubtransfer --help`` can show them.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["DEFAULTS", "Defaults"]
+__all__ = ["CACHE_DIR_ENV", "DEFAULTS", "Defaults", "cache_root"]
+
+#: Environment variable naming hubtransfer's cache directory (feature store, spilled
+#: image caches). Unset: :func:`cache_root` picks the platform's user cache directory.
+CACHE_DIR_ENV = "HUBTRANSFER_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -37,3 +44,22 @@ class Defaults:
 
 
 DEFAULTS = Defaults()
+
+
+def cache_root() -> Path:
+    """hubtransfer's cache directory: ``$HUBTRANSFER_CACHE_DIR``, else the user's cache dir.
+
+    The user's cache directory is ``$XDG_CACHE_HOME/hubtransfer`` (``~/.cache/hubtransfer``
+    when unset) on Linux, ``~/Library/Caches/hubtransfer`` on macOS and
+    ``%LOCALAPPDATA%\\hubtransfer\\Cache`` on Windows. Nothing is created here.
+    """
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    if sys.platform == "win32":  # pragma: no cover
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "hubtransfer" / "Cache"
+    if sys.platform == "darwin":  # pragma: no cover
+        return Path.home() / "Library" / "Caches" / "hubtransfer"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "hubtransfer"

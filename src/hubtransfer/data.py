@@ -1,11 +1,13 @@
 """Datasets: TFDS and image folders as :class:`ImageData` (uint8 RGB images, int labels).
 
-Images stay at their stored size here; :func:`hubtransfer.prepare` resizes and scales
-them for a particular backbone.
+TFDS images stay at their stored size. An image folder is decoded once, at load time,
+into an :class:`~hubtransfer.imagecache.ImageCache` (shorter side at most
+``max_image_size``); :func:`hubtransfer.prepare` resizes and scales either for a
+particular backbone.
 
-An image folder's splits are built from lists of file paths. The ``train`` split shuffles
-its whole list of paths (cheap strings) before decoding, afresh each epoch, so any
-stretch of an epoch is a random sample of every class, whatever the dataset's size.
+An image folder's splits are lists of indices into that cache. The ``train`` split
+shuffles its whole list (cheap integers) before reading any image, afresh each epoch, so
+any stretch of an epoch is a random sample of every class, whatever the dataset's size.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ import numpy as np
 
 from hubtransfer._tf import tf
 from hubtransfer.config import DEFAULTS
-from hubtransfer.decoding import over_pixel_cap
 from hubtransfer.errors import ConfigurationError, DatasetError
+from hubtransfer.imagecache import (
+    DEFAULT_IMAGE_MEMORY_BYTES,
+    DEFAULT_MAX_IMAGE_SIZE,
+    ImageCache,
+    build_image_cache,
+)
 from hubtransfer.validation import check_fraction, check_int
 
 __all__ = ["ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
@@ -52,8 +59,6 @@ _METADATA_NAMES = frozenset(
     )
 )
 
-_UNREADABLE = "unreadable (corrupt, truncated, empty or not an image)"
-
 
 @dataclass(frozen=True)
 class ImageCounts:
@@ -65,7 +70,9 @@ class ImageCounts:
         skipped: Files left out: unreadable, duplicates, or reachable under two classes.
         skipped_files: Paths of the skipped files (image folders only).
         skip_reasons: ``(path, reason)`` for each skipped file, in the order of
-            ``skipped_files``: ``"unreadable (...)"``, ``"duplicate of <path>"``, or
+            ``skipped_files``: ``"unreadable (<reason>)"`` with a reason of
+            :data:`hubtransfer.decoding.REASONS` (``"unreadable (truncated)"``),
+            ``"over the pixel cap (...)"``, ``"duplicate of <path>"``, or
             ``"under two classes: ..."``.
         test: Test examples; None without a test split (or when unknown, as above).
     """
@@ -120,9 +127,10 @@ class ImageData:
     def missing_files(self) -> tuple[str, ...]:
         """Files of any split that no longer exist or cannot be read now.
 
-        The datasets skip such files (an epoch shrinks by one image per file) and warn
-        once per file through the ``hubtransfer`` logger at the end of each pass; call
-        this to check before or after training. Always empty for TFDS data.
+        An image folder's splits read the images decoded at load time, so a file
+        deleted, moved or changed afterwards no longer affects them (the split keeps the
+        image as it was loaded); this tells whether the folder still matches what was
+        loaded. Reload the folder to pick up changes. Always empty for TFDS data.
         """
         return _unreadable_now(self.train_files + self.validation_files + self.test_files)
 
@@ -294,26 +302,6 @@ def _find_keys(
 # --- image folders: datasets built from file lists ---------------------------------------
 
 
-def _decode(path: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-def _valid_files(paths: list[str]) -> set[str]:
-    # One parallel decoding pass in tf.data; files that fail to decode are dropped by
-    # ignore_errors(), so corrupt files are found once, here, and never crash an epoch.
-    if not paths:
-        return set()
-    checked = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-        .map(lambda p: (p, tf.shape(_decode(p))), num_parallel_calls=_AUTOTUNE)
-        .ignore_errors()
-        .map(lambda p, shape: p)
-    )
-    return {p.decode() for p in checked.as_numpy_iterator()}
-
-
 def _unreadable_now(paths: Iterable[str]) -> tuple[str, ...]:
     lost = []
     for path in paths:
@@ -328,12 +316,14 @@ def _unreadable_now(paths: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _FileSplit:
-    """What a split of an image folder is made of, kept so it can be re-read or sampled."""
+    """What a split of an image folder is made of, kept so it can be reshuffled or sampled."""
 
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     name: str  # "train", "validation", "test"
     source: str
+    cache: ImageCache = field(repr=False)
+    indices: tuple[int, ...] = field(repr=False)  # paths[i] is cache.images[indices[i]]
 
 
 # Datasets built by _file_dataset -> their file list. Weak keys: a dataset dropped by
@@ -346,52 +336,9 @@ def file_split(dataset: tf.data.Dataset) -> _FileSplit | None:
     return _FILE_SPLITS.get(dataset)
 
 
-def _loss_report(files: _FileSplit) -> tf.data.Dataset:
-    """An empty dataset that, when reached at the end of a pass, warns of lost files."""
-    warned: set[str] = set()
-
-    def check() -> Any:
-        lost = _unreadable_now(files.paths)
-        new = [p for p in lost if p not in warned]
-        if new:
-            warned.update(new)
-            logger.warning(
-                "%d file(s) of the %s split of %s were deleted, moved or made unreadable "
-                "since loading and were left out of this pass: %s. Reload the folder with "
-                "load_image_folder() to rescan it.",
-                len(new),
-                files.name,
-                files.source,
-                ", ".join(new[:10]) + (", ..." if len(new) > 10 else ""),
-            )
-        return np.int64(len(lost))
-
-    return (
-        tf.data.Dataset.from_tensors(np.int64(0))
-        .map(lambda _: tf.numpy_function(check, [], tf.int64, stateful=True))
-        .filter(lambda n: n < 0)  # never true: the check runs, nothing is yielded
-        .map(lambda n: (tf.zeros([0, 0, 3], tf.uint8), n))
-    )
-
-
 def _file_dataset(files: _FileSplit, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Decoded ``(image, label)`` pairs of ``files``; with a seed, in a fresh order per pass."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(files.paths, tf.string, shape=[len(files.paths)]),
-         tf.constant(files.labels, tf.int64, shape=[len(files.labels)]))
-    )  # fmt: skip
-    if shuffle_seed is not None and len(files.paths) > 1:
-        # The whole list of paths, not a window of decoded images: classes mix at any size.
-        dataset = dataset.shuffle(
-            len(files.paths), seed=shuffle_seed, reshuffle_each_iteration=True
-        )
-    # ignore_errors: a file deleted or changed after the scan is skipped, not fatal;
-    # _loss_report names it at the end of the pass.
-    dataset = (
-        dataset.map(lambda p, y: (_decode(p), y), num_parallel_calls=_AUTOTUNE)
-        .ignore_errors(log_warning=True)
-        .concatenate(_loss_report(files))
-    )
+    """Cached ``(image, label)`` pairs of ``files``; with a seed, in a fresh order per pass."""
+    dataset = files.cache.dataset(files.indices, files.labels, shuffle_seed=shuffle_seed)
     _FILE_SPLITS[dataset] = files
     return dataset
 
@@ -583,15 +530,16 @@ def _split(
     return splits
 
 
-def _log_skipped(root: Path, reasons: dict[str, str]) -> None:
-    unreadable = [p for p, why in reasons.items() if why == _UNREADABLE]
+def _log_skipped(root: Path, reasons: dict[str, str], undecodable: Iterable[str]) -> None:
+    unreadable = [p for p in undecodable if p in reasons]
     if unreadable:
         logger.warning(
-            "Skipped %d unreadable file(s) in %s (corrupt, truncated, empty or not images), "
-            "e.g. %s",
+            "Skipped %d unreadable file(s) in %s (corrupt, truncated, empty, not images or "
+            "over the pixel cap), e.g. %s: %s",
             len(unreadable),
             root,
             unreadable[0],
+            reasons[unreadable[0]],
         )
     conflicts = sorted(p for p, why in reasons.items() if why.startswith("under two classes"))
     if conflicts:
@@ -618,13 +566,27 @@ def load_image_folder(
     validation_fraction: float = DEFAULTS.validation_fraction,
     seed: int = DEFAULTS.seed,
     test_fraction: float = 0.0,
+    max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE,
+    memory_limit_bytes: int = DEFAULT_IMAGE_MEMORY_BYTES,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> ImageData:
     """Loads images laid out one subfolder per class: ``path/<class>/<image>``.
 
-    JPEG, PNG (RGBA, palette, grayscale, 16-bit), BMP, GIF (first frame) and WebP are
-    read by content, whatever the extension, and converted to 3-channel RGB. Files that
-    do not decode (corrupt, truncated, empty, not images) are skipped, counted in
-    ``counts.skipped`` with a reason in ``counts.skip_reasons``, and logged.
+    Every file is decoded once, here, in one parallel pass with Pillow, the field's
+    reference decoder (see :mod:`hubtransfer.decoding`): JPEG, PNG (RGBA, palette,
+    grayscale, 16-bit), BMP (palette, bitfields, 1/4/16-bit, RLE), GIF (first frame on
+    its canvas), WebP, TIFF..., read by content whatever the extension, EXIF orientation
+    applied, alpha dropped, converted to 3-channel RGB. The same pass finds the files
+    that do not decode (corrupt, truncated, empty, not images, over the pixel cap): they
+    are skipped, counted in ``counts.skipped`` with a reason in ``counts.skip_reasons``,
+    and logged. Progress (images done, rate, time left) goes to the ``hubtransfer``
+    logger at INFO.
+
+    The decoded images are kept in a compact cache (see :mod:`hubtransfer.imagecache`),
+    each resized so that its shorter side is at most ``max_image_size`` (aspect ratio
+    kept, never enlarged; a large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT
+    domain first). Every epoch, backbone and validation pass reads that cache;
+    :func:`hubtransfer.prepare` crops, flips and resizes from it to each backbone's size.
 
     What a real folder holds besides images is handled too:
 
@@ -645,8 +607,9 @@ def load_image_folder(
     is in two splits, and every class keeps at least one training image. ``train``
     yields its files in a new random order each epoch (seeded), reshuffling the whole
     list of paths, so a batch mixes classes even when the folder is sorted by class.
-    A file deleted or made unreadable after loading is skipped by the datasets and
-    named in a warning; see :meth:`ImageData.missing_files`.
+    Files deleted, moved or changed after loading no longer matter to the splits: they
+    yield the images as loaded (:meth:`ImageData.missing_files` tells which files are
+    gone; reload the folder to pick up changes).
 
     Args:
         path: The root folder.
@@ -654,6 +617,17 @@ def load_image_folder(
         seed: Seed of the split and of the training order.
         test_fraction: Share of each class held out for a final test, in [0, 1); with
             ``validation_fraction`` it must leave something to train on (sum < 1).
+        max_image_size: Shorter side of the cached images, in pixels; larger images are
+            downscaled (bicubic) to it, smaller ones kept. The default, 256, is what a
+            224-px backbone needs with a 0.875 centre crop (224 / 0.875). For larger
+            backbones pass at least ``image_size / 0.875`` of the largest one (e.g. 343
+            for EfficientNet-B3 at 300 px), or ``prepare()`` enlarges the cached images.
+            None keeps full resolution (memory: 36 MB per 12 MP photo).
+        memory_limit_bytes: Decoded images past this many bytes go to a memory-mapped
+            file in ``cache_dir`` instead of memory (1 GiB: ~4,000 photos at 256 px).
+        cache_dir: Where that file goes; ``$HUBTRANSFER_CACHE_DIR/images`` (the user's
+            cache directory when unset) if None. On POSIX the file is unlinked once
+            mapped, so it never outlives the process.
 
     Raises:
         ConfigurationError: A fraction or the seed is out of range.
@@ -669,6 +643,9 @@ def load_image_folder(
     check_fraction("validation_fraction", validation_fraction)
     check_fraction("test_fraction", test_fraction, example="0.1")
     check_int("seed", seed, minimum=0)
+    if max_image_size is not None:
+        check_int("max_image_size", max_image_size)
+    check_int("memory_limit_bytes", memory_limit_bytes, minimum=0)
     if validation_fraction + test_fraction >= 1:
         raise ConfigurationError(
             "validation_fraction + test_fraction must be below 1, to leave images to train "
@@ -695,14 +672,21 @@ def load_image_folder(
     if ignored:
         logger.debug("Ignored %d metadata/hidden entr(ies) in %s: %s", len(ignored), root, ignored)
     listed = [p for paths in scan.files.values() for p in paths]
-    # Decompression bombs are refused from their headers, before any decoder sees them.
-    bombs = {p: reason for p in listed if (reason := over_pixel_cap(p)) is not None}
-    valid = _valid_files([p for p in listed if p not in bombs])
-    unreadable = [p for p in listed if p not in valid and p not in bombs]
+    # One pass decodes every file and finds the unreadable ones; decompression bombs are
+    # refused from their headers, before any pixel is decoded.
+    cache, index, failures = build_image_cache(
+        listed,
+        max_image_size=max_image_size,
+        memory_limit_bytes=memory_limit_bytes,
+        spill_dir=cache_dir,
+        what=f" of {root}",
+    )
     reasons = dict(scan.skipped)
-    reasons.update((p, _UNREADABLE) for p in unreadable)
-    reasons.update(bombs)
-    files = {name: [p for p in paths if p in valid] for name, paths in scan.files.items()}
+    reasons.update(
+        (p, why if why.startswith("over the pixel cap") else f"unreadable ({why})")
+        for p, why in failures.items()
+    )
+    files = {name: [p for p in paths if p in index] for name, paths in scan.files.items()}
     empty = [name for name, paths in files.items() if not paths]
     if empty:
         why = (
@@ -717,7 +701,7 @@ def load_image_folder(
         )
     splits = _split(files, validation_fraction, test_fraction, seed)
     skipped = tuple(p for p in scan.listed if p in reasons)
-    _log_skipped(root, reasons)
+    _log_skipped(root, reasons, failures)
     class_names = tuple(files)
     counts = ImageCounts(
         len(splits["train"][0]),
@@ -734,6 +718,8 @@ def load_image_folder(
             "seed": seed,
             "validation_fraction": validation_fraction,
             "test_fraction": test_fraction,
+            # What the cached pixels are: the decoder and the size they were cached at.
+            "decoding": {"decoder": "pillow", "max_image_size": max_image_size},
             "splits": {
                 name: sorted(
                     [Path(p).relative_to(root).as_posix(), *scan.stats[p], label]
@@ -744,20 +730,25 @@ def load_image_folder(
         }
     )
     logger.info(
-        "Loaded %s: %d train, %d validation, %s test, %d skipped, classes %s",
+        "Loaded %s: %d train, %d validation, %s test, %d skipped, classes %s; %d images "
+        "cached (%.1f MB, %s)",
         root,
         counts.train,
         counts.validation,
         counts.test if counts.test is not None else "no",
         counts.skipped,
         list(class_names),
+        len(cache),
+        cache.nbytes / 1e6,
+        "in memory" if cache.path is None else "memory-mapped",
     )
 
     def dataset(name: str, shuffle_seed: int | None = None) -> tf.data.Dataset:
         paths, labels = splits[name]
-        return _file_dataset(
-            _FileSplit(tuple(paths), tuple(labels), name, str(root)), shuffle_seed=shuffle_seed
+        files = _FileSplit(
+            tuple(paths), tuple(labels), name, str(root), cache, tuple(index[p] for p in paths)
         )
+        return _file_dataset(files, shuffle_seed=shuffle_seed)
 
     return ImageData(
         dataset("train", seed),

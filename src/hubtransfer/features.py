@@ -5,6 +5,7 @@ features sees the same inputs as one trained with the backbone running every ste
 the cost of one forward pass per image. (The two runs batch and shuffle differently, so
 their weights and accuracies differ as two seeds do: tests allow that difference.)
 Features stay in memory up to ``memory_limit_bytes`` and spill to a file past it.
+Across studies and processes, :mod:`hubtransfer.store` keeps them on disk.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import IO
 
 import numpy as np
 
+from hubtransfer._progress import Progress
 from hubtransfer._tf import tf, tf_keras
 
 __all__ = ["DEFAULT_MEMORY_LIMIT_BYTES", "FeatureSet", "extract_features"]
@@ -36,14 +38,18 @@ class FeatureSet:
     Attributes:
         features: ``(n, feature_dim)`` float32, an array or a read-only memmap.
         labels: ``(n,)`` int64.
-        seconds: Wall time of the extraction (the forward pass over the split).
-        path: The file backing ``features`` when it spilled to disk, else None.
+        seconds: Wall time of getting them: the forward pass over the split, or reading
+            them from the feature store.
+        path: The file backing ``features`` when it spilled to disk (or is memory-mapped
+            from the feature store), else None.
+        from_store: Whether they were read from the feature store instead of extracted.
     """
 
     features: np.ndarray
     labels: np.ndarray
     seconds: float
     path: Path | None = None
+    from_store: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,13 +87,18 @@ def extract_features(
     *,
     memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
     spill_dir: str | os.PathLike[str] | None = None,
+    total: int | None = None,
+    what: str = "Extracting features",
 ) -> FeatureSet:
     """One forward pass of ``backbone_layer`` (inference mode) over batched ``(x, y)``.
 
     The layer is called eagerly: a Hub layer runs its SavedModel's traced graph function
     anyway, so wrapping it in another ``tf.function`` would only add a trace per backbone.
+    Progress (images done, rate, and with ``total`` the time left) goes to the
+    ``hubtransfer`` logger at INFO, named by ``what``.
     """
     start = time.perf_counter()
+    progress = Progress(logger, what, total)
     chunks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     held = 0
@@ -112,6 +123,7 @@ def extract_features(
             else:
                 chunks.append(features)
             held += features.nbytes
+            progress.advance(len(features))
     finally:
         if spill is not None:
             spill.close()
@@ -120,4 +132,5 @@ def extract_features(
         array: np.ndarray = np.memmap(spill_path, np.float32, "r", shape=(len(all_labels), dim))
     else:
         array = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    progress.finish()
     return FeatureSet(array, all_labels, time.perf_counter() - start, spill_path)

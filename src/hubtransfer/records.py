@@ -98,7 +98,9 @@ class BenchmarkResult:
         final_val_accuracy: Validation accuracy after the last epoch (mean over seeds).
         train_seconds: Total training time of all seeds: feature extraction (once) + head
             (+ fine-tuning).
-        feature_seconds: The feature-extraction part (one forward pass), when cached.
+        feature_seconds: The feature part, when cached: the forward pass over every
+            split, or, when ``features_from_store``, the time spent reading the stored
+            features (the original extraction time is in the store entry's marker).
         head_seconds: Time spent training the head on cached features.
         model_bytes: Size of the full classifier saved as ``.h5``, as the report measured.
         params_total: Parameters of the full classifier.
@@ -126,6 +128,9 @@ class BenchmarkResult:
         val_metrics: Per-class precision/recall/F1/support and the confusion matrix of the
             returned model on validation (:class:`hubtransfer.metrics.SplitMetrics` as a dict).
         test_metrics: The same on the test split.
+        features_from_store: Whether the features were read from the feature store
+            (:mod:`hubtransfer.store`) instead of extracted: no forward pass ran. None
+            when no cached features were used.
     """
 
     backbone: str
@@ -160,6 +165,7 @@ class BenchmarkResult:
     test_balanced_accuracy: float | None = None
     val_metrics: dict[str, Any] | None = None
     test_metrics: dict[str, Any] | None = None
+    features_from_store: bool | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -96,6 +96,8 @@ def sample_split(
             tuple(files.labels[i] for i in chosen),
             f"{split} sample",
             files.source,
+            files.cache,
+            tuple(files.indices[i] for i in chosen),
         )
         return _file_dataset(sample)
     labels = np.fromiter(

@@ -32,7 +32,7 @@ _CSV_COLUMNS = (
     "train_seconds", "feature_seconds", "head_seconds", "model_bytes", "params_total",
     "params_trainable", "latency_ms", "throughput", "image_size", "seed", "error",
     "selected_epoch", "val_accuracy", "val_balanced_accuracy", "test_accuracy",
-    "test_balanced_accuracy",
+    "test_balanced_accuracy", "features_from_store",
 )  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 Frozen backbones without augmentation are run once over the data and their features
 cached; the head trains on the cache, so epochs after the first cost almost nothing.
+The features also go to the feature store (:mod:`hubtransfer.store`), so a later study
+of the same backbone on the same data runs no forward pass at all.
 Fine-tuning is two-phase: a head warm-up (on the cached features when possible), then
 the whole model at a lower learning rate. Each finished result is appended to
 ``output_dir/results.jsonl`` at once, so an interrupted study loses nothing and
@@ -56,6 +58,7 @@ from hubtransfer.settings import (
     resolve_class_weight,
 )
 from hubtransfer.storage import RESULTS_FILE, append_result, read_results
+from hubtransfer.store import FeatureStore, feature_key
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = ["benchmark"]
@@ -276,8 +279,10 @@ class _Run:
         spill_dir: Path | None,
         registry: BackboneRegistry | None,
         strategy: tf.distribute.Strategy | None = None,
+        store: FeatureStore | None = None,
     ) -> None:
         self.strategy = strategy
+        self.store = store
         self.spec = spec
         self.data = data
         self.settings = settings
@@ -341,24 +346,56 @@ class _Run:
         return splits
 
     def features(self, model: tf_keras.Model) -> dict[str, FeatureSet]:
-        """Features of the frozen backbone for every split, extracted once per run."""
+        """Features of the frozen backbone for every split, once per run.
+
+        Read from the feature store when it holds them (no forward pass), else extracted
+        and stored.
+        """
         if self._features is None:
             layer = model.get_layer("backbone")
-            self._features = {
-                name: extract_features(
+            self._features = {}
+            for name, split in self._splits().items():
+                key = (
+                    feature_key(self.spec, self.data.fingerprint, name)
+                    if self.store is not None and self.data.fingerprint
+                    else None
+                )
+                stored = None
+                if key is not None and self.store is not None:
+                    stored = self.store.get(key, memory_limit_bytes=self.memory_limit_bytes)
+                if stored is not None:
+                    self._features[name] = stored
+                    continue
+                features = extract_features(
                     layer,
                     prepare(split, self.spec, batch_size=self.settings.batch_size),
                     memory_limit_bytes=self.memory_limit_bytes,
                     spill_dir=self.spill_dir,
+                    total=getattr(self.data.counts, name, None),
+                    what=f"{self.spec.name}: extracting {name} features",
                 )
-                for name, split in self._splits().items()
-            }
+                if key is not None and self.store is not None:
+                    self.store.put(
+                        key, features,
+                        metadata={"backbone": self.spec.name, "handle": self.spec.handle,
+                                  "split": name, "source": self.data.source},
+                    )  # fmt: skip
+                self._features[name] = features
             logger.info(
-                "%s: features of %s images extracted in %.1f s", self.spec.name,
+                "%s: features of %s images %s in %.1f s", self.spec.name,
                 " + ".join(str(len(f)) for f in self._features.values()),
+                "read from the feature store" if self.features_from_store
+                else "extracted",
                 sum(f.seconds for f in self._features.values()),
             )  # fmt: skip
         return self._features
+
+    @property
+    def features_from_store(self) -> bool | None:
+        """Whether every split's features came from the store; None before any were used."""
+        if self._features is None:
+            return None
+        return all(f.from_store for f in self._features.values())
 
     def predictions(
         self, model: tf_keras.Model, split: str, *, on_features: bool
@@ -447,6 +484,7 @@ class _Run:
                 "train_seconds": feature_s + head_s,
                 "feature_seconds": feature_s,
                 "head_seconds": head_s,
+                "features_from_store": self.features_from_store,
             }
         else:
             history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed, extra)
@@ -468,7 +506,8 @@ class _Run:
                 model, s.warmup_epochs, "warmup", s.learning_rate, seed, warmup_callbacks
             )
             warmup_s = head_s + feature_s
-            extra = {"feature_seconds": feature_s, "head_seconds": head_s}
+            extra = {"feature_seconds": feature_s, "head_seconds": head_s,
+                     "features_from_store": self.features_from_store}  # fmt: skip
         elif s.warmup_epochs:
             backbone = model.get_layer("backbone")
             backbone.trainable = False
@@ -521,6 +560,7 @@ def benchmark(
     patience: int | None = None,
     class_weight: str | dict[str | int, float] | None = None,
     tensorboard_dir: str | os.PathLike[str] | None = None,
+    feature_store: bool | str | os.PathLike[str] = True,
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
 
@@ -578,6 +618,14 @@ def benchmark(
             hyperparameters and final metrics for the HParams view (see
             :mod:`hubtransfer.board`). Needs ``pip install 'hubtransfer[tensorboard]'``;
             checked for writability before anything runs. None writes nothing.
+        feature_store: Where cached features persist across studies and processes
+            (:mod:`hubtransfer.store`): True uses ``$HUBTRANSFER_CACHE_DIR`` (the user's
+            cache directory when unset), a path uses that directory, False stores
+            nothing. A backbone whose features of this data are stored runs no forward
+            pass; its result says ``features_from_store=True`` and ``feature_seconds``
+            is the read time. Only used with cached features (``cache_features`` without
+            ``augment``) and data with a fingerprint. Not part of the configuration
+            ``resume`` compares.
 
     Returns:
         A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
@@ -616,6 +664,7 @@ def benchmark(
         )
     _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
     board = None if tensorboard_dir is None else check_tensorboard_dir(tensorboard_dir)
+    store = _feature_store(feature_store) if settings.cache_features and not augment else None
     for flag in ("resume", "measure_latency", "save_models", "keep_models"):
         if not isinstance(locals()[flag], bool):
             raise ConfigurationError(
@@ -631,14 +680,29 @@ def benchmark(
         return _run_study(specs, modes, data, settings, None, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency, save_models=False,
                           keep_models=keep_models, memory_limit_bytes=memory_limit_bytes,
-                          strategy=strategy, registry=registry, tensorboard=board)  # fmt: skip
+                          strategy=strategy, registry=registry, tensorboard=board,
+                          store=store)  # fmt: skip
     out = check_writable_dir(output_dir, "output_dir")
     with exclusive_lock(out, "output_dir"):
         return _run_study(specs, modes, data, settings, out, resume=resume, callbacks=callbacks,
                           verbose=verbose, measure_latency=measure_latency,
                           save_models=save_models, keep_models=keep_models,
                           memory_limit_bytes=memory_limit_bytes, strategy=strategy,
-                          registry=registry, tensorboard=board)  # fmt: skip
+                          registry=registry, tensorboard=board, store=store)  # fmt: skip
+
+
+def _feature_store(feature_store: object) -> FeatureStore | None:
+    if feature_store is True:
+        return FeatureStore()
+    if feature_store is False:
+        return None
+    if isinstance(feature_store, (str, os.PathLike)) and os.fspath(feature_store):
+        return FeatureStore(feature_store)
+    raise ConfigurationError(
+        "feature_store must be True (the cache directory: $HUBTRANSFER_CACHE_DIR or the "
+        "user's cache), False (store nothing) or a directory path. "
+        f"Received: feature_store={feature_store!r}."
+    )
 
 
 def _check_runtime(
@@ -691,6 +755,7 @@ def _run_study(
     strategy: tf.distribute.Strategy | None,
     registry: BackboneRegistry | None,
     tensorboard: Path | None = None,
+    store: FeatureStore | None = None,
 ) -> BenchmarkReport:
     log = out / RESULTS_FILE if out is not None else None
     previous = _previous_results(log, resume) if log is not None else {}
@@ -711,7 +776,7 @@ def _run_study(
             run = _Run(
                 spec, data, settings, callbacks=list(callbacks or ()), verbose=verbose,
                 memory_limit_bytes=memory_limit_bytes, spill_dir=Path(spill), registry=registry,
-                strategy=strategy,
+                strategy=strategy, store=store,
             )  # fmt: skip
             run.class_weight = None if weights is None else dict(enumerate(weights))
             for mode in modes:
@@ -941,6 +1006,7 @@ def _run_one(
             final_val_accuracy=_mean(r.final_val_accuracy for r in per_seed),
             train_seconds=total_seconds,
             feature_seconds=measured.get("feature_seconds"),
+            features_from_store=measured.get("features_from_store"),
             head_seconds=head_seconds,
             model_bytes=_model_bytes(model, model_path),
             params_total=int(model.count_params()),

@@ -1,0 +1,263 @@
+"""A folder of 12 MP phone photos: does a study come close to its floor?
+
+Writes N 4000x3000 JPEGs (quality 90; every fourth one carries an EXIF orientation, as
+portrait phone photos do), exports mobilenet_v2 and efficientnet_b0 with
+offline.export_backbone (random weights; speed and size are real), then measures in
+one run:
+
+1. the floor: one decode pass over the files (Pillow, DCT-domain downscale to the cached
+   size) + one forward pass of each backbone over as many in-memory tensors as there
+   are train + validation images;
+   the frozen study: load_image_folder() + benchmark() of both backbones, 10 epochs.
+   Target: study / floor <= 1.3.
+2. fine-tuning mobilenet_v2 3 epochs (augmented), fed from the folder through prepare(),
+   vs the same model fed in-memory tensors: images/s of epochs 2-3. Target >= 0.9.
+3. the same frozen study again with another head (the report's): forward passes counted
+   (target 0) and time vs the first study (target <= 0.1), in the same process and as a
+   new process would run it (loading the folder again).
+
+    python benchmarks/photos.py [--images 200] [--workdir DIR]
+
+Runs on older hubtransfer versions too (without the image cache and feature store): then
+part 3 is skipped and the rest measures the old pipeline, for before/after figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+from _common import machine
+
+WIDTH, HEIGHT = 4000, 3000
+BACKBONES = ("mobilenet_v2", "efficientnet_b0")
+ORIENTATIONS = (6, 8, 3)  # portrait right, portrait left, upside down
+
+
+def write_photos(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` 12 MP JPEGs in two classes tinted red / blue; ~1 in 4 with EXIF orientation."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bases = []
+    for label in range(2):
+        for _ in range(3):
+            small = rng.integers(0, 110, (30, 40, 3), dtype=np.uint8)
+            small[..., 2 * label] += 120
+            bases.append(
+                (label, np.asarray(Image.fromarray(small).resize((WIDTH, HEIGHT), Image.BICUBIC)))
+            )
+    noise = rng.integers(0, 40, (HEIGHT + 64, WIDTH + 64, 3), dtype=np.uint8)
+
+    def write(i: int) -> None:
+        label, base = bases[i % len(bases)]
+        path = root / ("red", "blue")[label] / f"IMG_{i:05d}.jpg"
+        if path.exists():
+            return
+        dy, dx = (i * 7) % 64, (i * 13) % 64
+        array = base // 2 + noise[dy : dy + HEIGHT, dx : dx + WIDTH]
+        exif = Image.Exif()
+        if i % 4 == 0:
+            exif[0x0112] = ORIENTATIONS[(i // 4) % len(ORIENTATIONS)]
+        tmp = path.with_suffix(".tmp")
+        Image.fromarray(array).save(tmp, "JPEG", quality=90, exif=exif.tobytes())
+        tmp.rename(path)
+
+    for name in ("red", "blue"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(write, range(n)))
+    return root
+
+
+def forward_floor(ht: Any, spec: Any, n: int, batch_size: int) -> float:
+    """Seconds of one forward pass over ``n`` in-memory images (after a warm-up batch)."""
+    import tensorflow as tf
+
+    layer = ht.load_backbone_layer(spec)
+    batch = tf.random.uniform((batch_size, spec.image_size, spec.image_size, 3))
+    layer(batch[:2], training=False).numpy()
+    start = time.perf_counter()
+    done = 0
+    while done < n:
+        take = min(batch_size, n - done)
+        layer(batch[:take], training=False).numpy()
+        done += take
+    return time.perf_counter() - start
+
+
+class EpochTimer:
+    def __init__(self) -> None:
+        import tf_keras
+
+        class Timer(tf_keras.callbacks.Callback):  # type: ignore[misc]
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+                self.seconds.append(time.perf_counter() - self.start)
+
+        self.callback = Timer()
+
+
+def fine_tune_rates(ht: Any, spec: Any, data: Any, batch_size: int, epochs: int) -> dict[str, Any]:
+    """Images/s of epochs 2..N, fine-tuning fed by prepare() vs by in-memory tensors."""
+    import tensorflow as tf
+
+    n = data.counts.train
+    rates: dict[str, Any] = {}
+    pipelines = {
+        "folder + prepare()": lambda: ht.prepare(
+            data.train, spec, batch_size=batch_size, training=True, augment=True, seed=0
+        ),
+        "in-memory tensors": lambda: (
+            tf.data.Dataset.from_tensor_slices(
+                (
+                    tf.random.uniform((n, spec.image_size, spec.image_size, 3), seed=1),
+                    tf.constant(np.arange(n) % 2, tf.int64),
+                )
+            )
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        ),
+    }
+    for name, make in pipelines.items():
+        model = ht.build_classifier(spec, data.num_classes, trainable=True, learning_rate=1e-4)
+        timer = EpochTimer().callback
+        model.fit(make(), epochs=epochs, verbose=0, callbacks=[timer])
+        later = timer.seconds[1:]
+        rates[name] = (n * len(later) / sum(later), timer.seconds)
+        del model
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fine-tune-epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import hubtransfer as ht
+    from hubtransfer import study
+    from hubtransfer.decoding import decode_many
+
+    has_store = "feature_store" in inspect.signature(ht.benchmark).parameters
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ht-photos-"))
+    start = time.perf_counter()
+    folder = write_photos(workdir / "photos", args.images)
+    paths = sorted(str(p) for p in folder.glob("*/*.jpg"))
+    print(f"machine: {machine()}")
+    print(f"hubtransfer: {ht.__file__}; image cache + feature store: {has_store}")
+    print(
+        f"data: {len(paths)} JPEGs {WIDTH}x{HEIGHT} (q90, {(len(paths) + 3) // 4} with EXIF "
+        f"orientation), written in {time.perf_counter() - start:.0f} s (or reused)"
+    )
+    specs = [ht.offline.export_backbone(name, workdir / name) for name in BACKBONES]
+
+    # --- 1. floor and frozen study ------------------------------------------------------
+    start = time.perf_counter()
+    decoded = sum(1 for r in decode_many(paths, min_size=256) if not isinstance(r, str))
+    decode_s = time.perf_counter() - start
+    kwargs: dict[str, Any] = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "measure_latency": False,
+    }
+    if has_store:
+        kwargs["feature_store"] = Path(tempfile.mkdtemp(prefix="store-", dir=workdir))
+
+    def frozen_study(**more: Any) -> tuple[Any, Any, float, float, int]:
+        start = time.perf_counter()
+        data = ht.load_image_folder(folder)
+        load_s = time.perf_counter() - start
+        with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
+            start = time.perf_counter()
+            report = ht.benchmark(specs, data, **{**kwargs, **more})
+            bench_s = time.perf_counter() - start
+        return data, report, load_s, bench_s, spy.call_count
+
+    data, first, load_s, bench_s, calls = frozen_study()
+    n_images = data.counts.train + data.counts.validation
+    floors = {s.name: forward_floor(ht, s, n_images, args.batch_size) for s in specs}
+    floor = decode_s + sum(floors.values())
+    study_s = load_s + bench_s
+    print(
+        f"split: {data.counts.train} train / {data.counts.validation} validation "
+        f"({data.counts.skipped} skipped), {args.epochs} epochs, batch {args.batch_size}"
+    )
+    print()
+    print("## 1. frozen study vs its floor")
+    print(f"decode pass (Pillow, draft + resize to 256, {decoded} images): {decode_s:.1f} s")
+    for name, seconds in floors.items():
+        print(f"forward pass over {n_images} in-memory images, {name}: {seconds:.1f} s")
+    print(f"floor: {floor:.1f} s")
+    print(
+        f"study: load_image_folder {load_s:.1f} s + benchmark {bench_s:.1f} s = {study_s:.1f} s"
+        f" ({calls} feature extractions)"
+    )
+    for r in first:
+        print(
+            f"  {r.backbone}: {r.status}, feature s {r.feature_seconds}, head s "
+            f"{r.head_seconds}, best val acc {r.best_val_accuracy}"
+        )
+    print(f"study / floor: {study_s / floor:.2f} (target <= 1.3)")
+    print()
+
+    # --- 3. the same study again, another head --------------------------------------------
+    if has_store:
+        print("## 3. the same frozen study again, the report's head")
+        start = time.perf_counter()
+        with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
+            again = ht.benchmark(specs, data, **{**kwargs, "head": ht.REPORT_HEAD})
+        same_s = time.perf_counter() - start
+        print(
+            f"same process: benchmark {same_s:.1f} s, {spy.call_count} feature extractions; "
+            f"vs the first benchmark {same_s / bench_s:.2f}, vs the first study "
+            f"{same_s / study_s:.2f}"
+        )
+        _, _, load2_s, bench2_s, calls2 = frozen_study(head=ht.REPORT_HEAD, learning_rate=3e-3)
+        print(
+            f"as a new process (folder loaded again): load {load2_s:.1f} s + benchmark "
+            f"{bench2_s:.1f} s = {load2_s + bench2_s:.1f} s, {calls2} feature extractions"
+        )
+        print(
+            f"second study / first: {(load2_s + bench2_s) / study_s:.2f} (target <= 0.1); "
+            f"extractions {spy.call_count} and {calls2} (target 0)"
+        )
+        for r in again:
+            print(
+                f"  {r.backbone}: from store {r.features_from_store}, feature s "
+                f"{r.feature_seconds:.2f}, head s {r.head_seconds:.2f}"
+            )
+        print()
+
+    # --- 2. fine-tuning throughput ----------------------------------------------------------
+    print(f"## 2. fine-tuning mobilenet_v2, {args.fine_tune_epochs} epochs, augmented")
+    rates = fine_tune_rates(ht, specs[0], data, args.batch_size, args.fine_tune_epochs)
+    for name, (rate, seconds) in rates.items():
+        print(
+            f"{name}: {rate:.1f} images/s in epochs 2-{args.fine_tune_epochs} "
+            f"(epoch seconds {', '.join(f'{s:.1f}' for s in seconds)})"
+        )
+    ratio = rates["folder + prepare()"][0] / rates["in-memory tensors"][0]
+    print(f"folder / in-memory: {ratio:.2f} (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
