@@ -285,10 +285,10 @@ def test_seeds_reuse_cached_features_and_are_reproducible(
 ) -> None:
     from unittest import mock
 
-    from hubtransfer import study
+    from hubtransfer import trial
 
     kwargs = {"epochs": 3, "measure_latency": False, "seeds": 3, "seed": 7}
-    with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
+    with mock.patch.object(trial, "extract_features", wraps=trial.extract_features) as spy:
         first = ht.benchmark(models["tf2"], data, **kwargs).results[0]
     assert spy.call_count == 2  # train + validation, once for all three seeds
     again = ht.benchmark(models["tf2"], data, **kwargs).results[0]
@@ -310,7 +310,7 @@ def test_second_study_runs_no_forward_pass_for_stored_features(
 ) -> None:
     from unittest import mock
 
-    from hubtransfer import study
+    from hubtransfer import trial
 
     write_colour_folder(tmp_path / "images", per_class=12, size=(40, 48))
     data = ht.load_image_folder(tmp_path / "images", validation_fraction=0.25)
@@ -318,7 +318,7 @@ def test_second_study_runs_no_forward_pass_for_stored_features(
     kwargs: dict[str, object] = {"measure_latency": False, "feature_store": store}
 
     def extractions(**more: object) -> tuple[int, ht.BenchmarkResult]:
-        with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
+        with mock.patch.object(trial, "extract_features", wraps=trial.extract_features) as spy:
             result = ht.benchmark(models["tf2"], data, **{**kwargs, **more}).results[0]  # type: ignore[arg-type]
         assert result.status == "ok", result.error
         return spy.call_count, result

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from hubtransfer.imagecache import (
 )
 from hubtransfer.validation import check_fraction, check_int
 
-__all__ = ["ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
+__all__ = ["DataRecipe", "ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,25 @@ class ImageCounts:
 
 
 @dataclass(frozen=True)
+class DataRecipe:
+    """How to load an :class:`ImageData` again: which loader, with which arguments.
+
+    Plain data, so it pickles: a worker process or machine rebuilds the same data from it
+    (the folder or TFDS data must be reachable there under the same path).
+    """
+
+    loader: Literal["image_folder", "tfds"]
+    arguments: tuple[tuple[str, Any], ...]
+
+    def load(self) -> ImageData:
+        """Loads the data again with the same loader and arguments."""
+        kwargs = dict(self.arguments)
+        if self.loader == "image_folder":
+            return load_image_folder(**kwargs)
+        return load_tfds(**kwargs)
+
+
+@dataclass(frozen=True)
 class ImageData:
     """A labelled image dataset split into train, validation and (optionally) test.
 
@@ -106,6 +125,8 @@ class ImageData:
             modification time in ns, label), the class names, the seed and the
             fractions; touching, adding or removing a file changes it. TFDS: the name,
             the prepared version, the split expressions, data_dir and the features used.
+        recipe: How to load this data again (the loader and its arguments): a study on
+            other processes or machines rebuilds it from this. None for hand-made data.
     """
 
     train: tf.data.Dataset
@@ -118,6 +139,7 @@ class ImageData:
     test: tf.data.Dataset | None = field(default=None, repr=False)
     test_files: tuple[str, ...] = field(default=(), repr=False)
     fingerprint: str = ""
+    recipe: DataRecipe | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -268,6 +290,12 @@ def load_tfds(
         source=f"tfds:{name}",
         test=test,
         fingerprint=fingerprint,
+        recipe=DataRecipe(
+            "tfds",
+            (("name", name), ("splits", tuple(splits)),
+             ("data_dir", None if data_dir is None else os.fspath(data_dir)),
+             ("image_key", image_key), ("label_key", label_key), ("test_split", test_split)),
+        ),
     )
 
 
@@ -761,4 +789,11 @@ def load_image_folder(
         test=dataset("test") if test_fraction > 0 else None,
         test_files=tuple(splits["test"][0]),
         fingerprint=fingerprint,
+        recipe=DataRecipe(
+            "image_folder",
+            (("path", str(root)), ("validation_fraction", validation_fraction),
+             ("seed", seed), ("test_fraction", test_fraction),
+             ("max_image_size", max_image_size), ("memory_limit_bytes", memory_limit_bytes),
+             ("cache_dir", None if cache_dir is None else os.fspath(cache_dir))),
+        ),
     )
