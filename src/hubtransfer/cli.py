@@ -20,7 +20,7 @@ from typing import Any
 from hubtransfer._version import __version__
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, HubTransferError
-from hubtransfer.validation import check_fraction, check_optional_positive_number
+from hubtransfer.validation import check_fraction, check_int, check_optional_positive_number
 
 __all__ = ["main"]
 
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", default="", help="TFLite modes to measure: dynamic,float16,int8")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--seeds", type=int, default=1, help="repeat each run with N seeds")
+    fan = p.add_mutually_exclusive_group()
+    fan.add_argument("--workers", type=int,
+                     help="run trials in N local processes (each gets its share of the cores)")
+    fan.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run trials on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                     "(pip install 'hubtransfer[dask]'; workers need the data and models "
+                     "at the same paths)")  # fmt: skip
     p.add_argument("--save-models", action="store_true",
                    help="save each classifier to --out/models/*.h5 (for export)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
@@ -240,16 +247,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         from hubtransfer.board import check_tensorboard_dir
 
         check_tensorboard_dir(args.tensorboard)
-    specs = _backbones(args)
-    data = _dataset(args)
-    report = ht.benchmark(
-        specs, data, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, fine_tune=fine_tune, head=head, augment=args.augment,
-        cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
-        seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
-        save_models=args.save_models, monitor=args.monitor, patience=args.patience,
-        class_weight=args.class_weight, tensorboard_dir=args.tensorboard,
-    )  # fmt: skip
+    if args.workers is not None:
+        check_int("--workers", args.workers)
+        if args.tensorboard is not None:
+            raise ConfigurationError(
+                "--tensorboard is written in-process only; drop --workers or --tensorboard."
+            )
+    with contextlib.ExitStack() as stack:
+        executor = _executor(args, stack)
+        specs = _backbones(args)
+        data = _dataset(args)
+        report = _run_benchmark(args, specs, data, fine_tune, head, exports, executor)
     print(report.to_markdown())
     _plot(report, args.out / "study.png")
     print(f"Results: {args.out}/results.json, results.csv, results.md")
@@ -258,6 +266,35 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.tensorboard is not None:
         print(f"TensorBoard: tensorboard --logdir {args.tensorboard}")
     return 0
+
+
+def _executor(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    """None (in-process), N local processes, or a Dask cluster's executor."""
+    from hubtransfer.fanout import dask_executor, local_executor
+
+    if args.workers is not None:
+        return stack.enter_context(local_executor(args.workers))
+    if args.scheduler is not None:
+        client, executor = dask_executor(args.scheduler)
+        stack.callback(client.close)
+        return executor
+    return None
+
+
+def _run_benchmark(
+    args: argparse.Namespace, specs: Any, data: Any, fine_tune: Any, head: Any,
+    exports: tuple[str, ...], executor: Any,
+) -> Any:  # fmt: skip
+    import hubtransfer as ht
+
+    return ht.benchmark(
+        specs, data, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, fine_tune=fine_tune, head=head, augment=args.augment,
+        cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
+        seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
+        save_models=args.save_models, monitor=args.monitor, patience=args.patience,
+        class_weight=args.class_weight, tensorboard_dir=args.tensorboard, executor=executor,
+    )  # fmt: skip
 
 
 def _plot(report: Any, path: Path) -> None:

@@ -152,8 +152,15 @@ def _limit_threads(threads: int) -> None:
     # Runs first in each spawned worker: workers sharing a machine split its cores.
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:  # TensorFlow already ran here (the main module started it)
+        logger.warning(
+            "Could not limit this worker to %d thread(s): TensorFlow was already running "
+            "in it. Keep a script's work under `if __name__ == '__main__':` so spawned "
+            "workers do not run it.", threads,
+        )  # fmt: skip
 
 
 def local_executor(workers: int) -> ProcessPoolExecutor:

@@ -189,6 +189,16 @@ def benchmark(
             is the read time. Only used with cached features (``cache_features`` without
             ``augment``) and data with a fingerprint. Not part of the configuration
             ``resume`` compares.
+        executor: Run the trials on a ``concurrent.futures.Executor`` instead of in this
+            process: a ``ProcessPoolExecutor`` with a spawn context
+            (:func:`hubtransfer.fanout.local_executor`) or a Dask client's
+            ``client.get_executor()``. Each backbone x mode is one picklable task; workers
+            load the data again from ``data.recipe`` (same paths; the fingerprint must
+            match) and share frozen features through ``feature_store``. Results arrive in
+            any order and are logged by this process alone; a trial whose worker dies is
+            retried once, then recorded ``failed``. The numbers equal an in-process run's
+            with the same seeds. Not with ``callbacks``, ``keep_models``, ``strategy`` or
+            ``tensorboard_dir``.
 
     Returns:
         A :class:`BenchmarkReport`, one :class:`BenchmarkResult` per backbone x mode.
