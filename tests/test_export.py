@@ -144,8 +144,11 @@ def test_serving_saved_model_takes_raw_uint8_of_any_size(
     probabilities = np.load(tmp_path / "out.npy")
     assert probabilities.shape == (3, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    resized = tf.image.resize(tf.cast(batch, tf.float32), (SIZE, SIZE)) / 255.0
-    expected = tf.nn.softmax(trained(resized, training=False)).numpy()
+    # What training feeds the model: each image through the training preprocessing.
+    from hubtransfer.preprocessing import preprocess_image
+
+    prepared = tf.stack([preprocess_image(tf.constant(image), spec) for image in batch])
+    expected = tf.nn.softmax(trained(prepared, training=False)).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 

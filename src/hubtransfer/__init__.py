@@ -42,12 +42,6 @@ from hubtransfer.registry import (
 if TYPE_CHECKING:
     from hubtransfer import offline
     from hubtransfer.data import ImageCounts, ImageData, load_image_folder, load_tfds
-    from hubtransfer.export import (
-        TFLiteEvaluation,
-        evaluate_tflite,
-        export_saved_model,
-        export_tflite,
-    )
     from hubtransfer.loading import load_backbone_layer
     from hubtransfer.model import REPORT_HEAD, Head, build_classifier
     from hubtransfer.prediction import ClassProbability, Prediction, predict
@@ -60,7 +54,9 @@ if TYPE_CHECKING:
         SeedRun,
     )
     from hubtransfer.results import BenchmarkReport
+    from hubtransfer.serving import export_saved_model
     from hubtransfer.study import benchmark
+    from hubtransfer.tflite import TFLiteEvaluation, evaluate_tflite, export_tflite
 
 # Public name -> module that defines it, imported on first attribute access.
 # Submodules are named after concepts, never after the function they export, so that
@@ -82,10 +78,10 @@ _LAZY = {
     "SeedRun": "hubtransfer.records",
     "Comparison": "hubtransfer.records",
     "Recommendation": "hubtransfer.records",
-    "export_tflite": "hubtransfer.export",
-    "export_saved_model": "hubtransfer.export",
-    "evaluate_tflite": "hubtransfer.export",
-    "TFLiteEvaluation": "hubtransfer.export",
+    "export_tflite": "hubtransfer.tflite",
+    "export_saved_model": "hubtransfer.serving",
+    "evaluate_tflite": "hubtransfer.tflite",
+    "TFLiteEvaluation": "hubtransfer.tflite",
     "predict": "hubtransfer.prediction",
     "Prediction": "hubtransfer.prediction",
     "ClassProbability": "hubtransfer.prediction",

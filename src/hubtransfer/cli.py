@@ -20,13 +20,12 @@ from typing import Any
 from hubtransfer._version import __version__
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, HubTransferError
+from hubtransfer.settings import TFLITE_MODES
 from hubtransfer.validation import check_fraction, check_int, check_optional_positive_number
 
 __all__ = ["main"]
 
 _QUIET_HELP = "no progress lines (trial i of N, time left), only warnings and errors"
-# export.TFLITE_MODES, repeated here so that `--help` does not import TensorFlow.
-_TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output .tflite file or SavedModel directory (with --best and both "
                    "--tflite and --saved-model: a directory for both)")  # fmt: skip
-    p.add_argument("--tflite", nargs="?", const="float32", choices=_TFLITE_MODES, metavar="MODE",
+    p.add_argument("--tflite", nargs="?", const="float32", choices=TFLITE_MODES, metavar="MODE",
                    help="write a .tflite file; MODE: float32 (default), dynamic, float16, int8")
     p.add_argument("--saved-model", action="store_true", help="write a serving SavedModel")
     p.add_argument("--quantization", choices=("dynamic", "float16", "int8"),

@@ -18,6 +18,7 @@ __all__ = [
     "NotFineTunableError",
     "OutputDirectoryError",
     "UnknownBackboneError",
+    "one_line",
 ]
 
 
@@ -59,3 +60,8 @@ class MissingDependencyError(HubTransferError, ImportError):
 
 class OutputDirectoryError(HubTransferError, OSError):
     """An output folder is a file, cannot be written, or another study is using it."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (for messages that quote a library's error)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

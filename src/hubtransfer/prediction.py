@@ -175,9 +175,9 @@ def _keras_runner(model: tf_keras.Model, spec: Backbone, where: str) -> tuple[_R
 
 
 def _tflite_runner(file: Path, spec: Backbone) -> tuple[_Runner, int]:
-    from hubtransfer.export import _open_interpreter
+    from hubtransfer.tflite import open_interpreter
 
-    interpreter = _open_interpreter(file)
+    interpreter = open_interpreter(file)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     in_shape = [int(d) for d in inp["shape"]]

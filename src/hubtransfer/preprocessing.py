@@ -40,6 +40,9 @@ def preprocess_image(
 ) -> tf.Tensor:
     """One uint8 ``(H, W, 3)`` image -> float32 ``(size, size, 3)`` in the backbone's range.
 
+    Also takes a batch ``(N, H, W, 3)`` without ``augment_seed`` (the serving SavedModel
+    preprocesses its input batch with this function).
+
     With ``augment_seed`` (a shape-[2] int tensor): a random resized crop and a horizontal
     flip, both stateless so a seed reproduces them. Otherwise, with ``crop_fraction``, a
     central crop of that fraction before resizing.

@@ -494,7 +494,7 @@ class Run:
 
 
 def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int | None]]:
-    from hubtransfer.export import evaluate_tflite, export_tflite
+    from hubtransfer.tflite import evaluate_tflite, export_tflite
 
     measured: dict[str, dict[str, float | int | None]] = {}
     with tempfile.TemporaryDirectory(prefix="hubtransfer-tflite-") as tmp:

@@ -1,13 +1,6 @@
-"""Deployable models: TFLite (float32, dynamic-range, float16, full-integer int8) and a
-serving SavedModel that takes raw uint8 images.
-
-Writers never lose data: a ``.tflite`` file is written atomically and an existing file is
-replaced only with ``overwrite=True``; a SavedModel directory is built aside and swapped
-in, and an existing non-empty directory is replaced only when it holds an earlier serving
-SavedModel from hubtransfer and ``overwrite=True`` (see :mod:`hubtransfer._fs`).
-
-:func:`evaluate_tflite` runs the LiteRT interpreter (``ai_edge_litert``, the
-``hubtransfer[litert]`` extra) when it is installed, else ``tf.lite.Interpreter``.
+"""TFLite: conversion (float32, dynamic-range, float16, full-integer int8) and scoring a
+``.tflite`` file (accuracy, agreement with the Keras model, latency) with the LiteRT
+interpreter when installed, else ``tf.lite.Interpreter``.
 """
 
 from __future__ import annotations
@@ -24,39 +17,32 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from hubtransfer._fs import atomic_write_bytes, atomic_write_text, write_directory
+from hubtransfer._fs import atomic_write_bytes
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
-from hubtransfer.errors import ConfigurationError, DatasetError, ExportError
+from hubtransfer.errors import ConfigurationError, DatasetError, ExportError, one_line
 from hubtransfer.preprocessing import prepare, preprocess_image
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
 from hubtransfer.sampling import sample_split
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = [
+    "DEFAULT_CALIBRATION_SAMPLES",
     "Quantization",
     "TFLiteEvaluation",
     "evaluate_tflite",
-    "export_saved_model",
     "export_tflite",
+    "open_interpreter",
 ]
 
 logger = logging.getLogger(__name__)
 
 Quantization = Literal["dynamic", "float16", "int8"]
 _QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
-#: What benchmark(export=...) accepts: float32 (no quantization) and every Quantization.
-TFLITE_MODES: tuple[str, ...] = ("float32", *_QUANTIZATIONS)
 #: Calibration samples drawn for int8 when none is said (the peers use a few hundred).
 DEFAULT_CALIBRATION_SAMPLES = 200
-#: Marker kind of the directories export_saved_model writes (see hubtransfer._fs).
-SERVING_KIND = "serving SavedModel"
 Split = Literal["train", "validation", "test"]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _tflite_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -224,104 +210,11 @@ def export_tflite(
         atomic_write_bytes(target, flatbuffer)
     except OSError as exc:
         raise ExportError(
-            f"Could not write {target}: {exc.strerror or _one_line(exc)}. Choose a path in a "
+            f"Could not write {target}: {exc.strerror or one_line(exc)}. Choose a path in a "
             "directory you can write to."
         ) from exc
     logger.info("Wrote %s (%s, %d bytes)", target, quantization or "float32", len(flatbuffer))
     return target
-
-
-class _Serving(tf.Module):  # type: ignore[misc]
-    """uint8 images of any size -> resize/scale for the backbone -> probabilities."""
-
-    def __init__(self, model: tf_keras.Model, spec: Backbone, class_names: tuple[str, ...]):
-        super().__init__()
-        # Track the variables only: saving the Keras model object itself is much slower.
-        self.model_variables = list(model.variables)
-        object.__setattr__(self, "_model", model)  # not tracked: see above
-        self._spec = spec
-        self.class_names = tf.constant(list(class_names))
-        self.binary = len(class_names) == 2
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])  # type: ignore[untyped-decorator]
-    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        size = self._spec.image_size
-        resized = tf.image.resize(tf.cast(images, tf.float32), (size, size))
-        low, high = self._spec.input_range
-        scaled = tf.clip_by_value(resized, 0.0, 255.0) * ((high - low) / 255.0) + low
-        logits = self._model(scaled, training=False)
-        if self.binary:
-            p = tf.sigmoid(logits[:, 0])
-            probabilities = tf.stack([1.0 - p, p], axis=-1)
-        else:
-            probabilities = tf.nn.softmax(logits, axis=-1)
-        index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {
-            "probabilities": probabilities,
-            "class_index": index,
-            "class_name": tf.gather(self.class_names, index),
-        }
-
-
-def export_saved_model(
-    model: tf_keras.Model,
-    path: str | os.PathLike[str],
-    *,
-    backbone: str | Backbone,
-    class_names: tuple[str, ...] | list[str],
-    overwrite: bool = False,
-    registry: BackboneRegistry | None = None,
-) -> Path:
-    """Writes a serving SavedModel directory, with ``labels.txt`` in it (one class per line).
-
-    Its ``serving_default`` signature takes a batch of uint8 RGB images of any (uniform)
-    size, ``images: uint8[batch, height, width, 3]``, resizes and scales them as the
-    backbone needs, and returns ``probabilities`` (float32 ``[batch, classes]``),
-    ``class_index`` (int32) and ``class_name`` (string). It reloads with plain
-    ``tf.saved_model.load``; no hubtransfer import and no custom objects are needed.
-
-    The directory is built beside ``path`` and renamed into place, with a
-    ``.hubtransfer.json`` marker saying it is a serving SavedModel. ``path`` may be
-    missing or an empty directory. A non-empty directory is replaced only when it holds
-    an earlier serving SavedModel from hubtransfer and ``overwrite=True``; anything else
-    (a folder of your files, a backbone stand-in) is refused and left untouched.
-
-    Raises:
-        ConfigurationError: ``class_names`` does not match the model's outputs.
-        ExportError: ``path`` is taken (see above), or saving failed.
-    """
-    spec = resolve_backbone(backbone, registry)
-    names = tuple(str(c) for c in class_names)
-    outputs = model.output_shape[-1]
-    if len(names) < 2 or outputs != (1 if len(names) == 2 else len(names)):
-        raise ConfigurationError(
-            f"class_names has {len(names)} entries but the model outputs {outputs} logit(s) "
-            "(1 for two classes, else one per class). Pass the class names it was trained on, "
-            "e.g. ImageData.class_names."
-        )
-    target = Path(path).expanduser()
-
-    def fill(staging: Path) -> None:
-        try:
-            module = _Serving(model, spec, names)
-            tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
-            atomic_write_text(staging / "labels.txt", "\n".join(names) + "\n")
-        except Exception as exc:
-            raise ExportError(
-                f"Could not write the serving SavedModel to {target}: {type(exc).__name__}: "
-                f"{_one_line(exc)}. Nothing was written there."
-            ) from exc
-
-    try:
-        return write_directory(
-            target, SERVING_KIND, fill, overwrite=overwrite, error=ExportError,
-            metadata={"backbone": spec.name, "classes": len(names)},
-        )  # fmt: skip
-    except OSError as exc:  # creating the parent or the staging directory
-        raise ExportError(
-            f"Could not write the serving SavedModel to {target}: "
-            f"{exc.strerror or _one_line(exc)}. Choose a directory you can write to."
-        ) from exc
 
 
 @dataclass(frozen=True)
@@ -361,7 +254,7 @@ def _interpreter_class() -> Any:
     return module.Interpreter
 
 
-def _open_interpreter(file: Path) -> Any:
+def open_interpreter(file: Path) -> Any:
     if not file.is_file():
         problem = "is a directory" if file.is_dir() else "does not exist"
         raise ExportError(
@@ -377,7 +270,7 @@ def _open_interpreter(file: Path) -> Any:
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ExportError(
-            f"{file} is not a TFLite model the interpreter can load ({_one_line(exc)}). "
+            f"{file} is not a TFLite model the interpreter can load ({one_line(exc)}). "
             "Export it again with export_tflite()."
         ) from exc
     return interpreter
@@ -457,7 +350,7 @@ def evaluate_tflite(
         )
     spec = resolve_backbone(backbone, registry)
     file = Path(path).expanduser()
-    interpreter = _open_interpreter(file)
+    interpreter = open_interpreter(file)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     model_classes = _check_classifier(file, inp, out, spec)
@@ -514,7 +407,7 @@ def evaluate_tflite(
             seconds += time.perf_counter() - start
         except (ValueError, RuntimeError) as exc:
             raise ExportError(
-                f"The interpreter failed on {file}: {_one_line(exc)}. Check that the file "
+                f"The interpreter failed on {file}: {one_line(exc)}. Check that the file "
                 "came from export_tflite() for this backbone."
             ) from exc
         logits = interpreter.get_tensor(out["index"]).astype(np.float32)
