@@ -39,8 +39,10 @@ def main() -> None:
     folder = write_jpeg_folder(args.workdir / "images", args.images)
     specs = [ht.offline.export_backbone(n, args.workdir / "standins" / n) for n in BACKBONES]
     data = ht.load_image_folder(folder)
-    print(f"data: {data.counts.train} train / {data.counts.validation} validation JPEGs; "
-          f"backbones: {', '.join(BACKBONES)}; frozen, {args.epochs} epochs")  # fmt: skip
+    print(
+        f"data: {data.counts.train} train / {data.counts.validation} validation JPEGs; "
+        f"backbones: {', '.join(BACKBONES)}; frozen, {args.epochs} epochs"
+    )
     walls: dict[str, float] = {}
     accuracies: dict[str, list[float | None]] = {}
     for label, workers in (("in-process", 0), ("1 worker", 1), ("2 workers", 2)):
@@ -48,17 +50,26 @@ def main() -> None:
         start = time.perf_counter()
         if workers:
             with local_executor(workers) as pool:
-                report = ht.benchmark(specs, data, epochs=args.epochs, feature_store=store,
-                                      measure_latency=False, executor=pool)  # fmt: skip
+                report = ht.benchmark(
+                    specs,
+                    data,
+                    epochs=args.epochs,
+                    feature_store=store,
+                    measure_latency=False,
+                    executor=pool,
+                )
         else:
-            report = ht.benchmark(specs, data, epochs=args.epochs, feature_store=store,
-                                  measure_latency=False)  # fmt: skip
+            report = ht.benchmark(
+                specs, data, epochs=args.epochs, feature_store=store, measure_latency=False
+            )
         walls[label] = time.perf_counter() - start
         accuracies[label] = [r.val_accuracy for r in report.results]
         print(f"{label:>11}: {walls[label]:6.1f} s wall")
     base = walls["in-process"]
-    print(f"1 worker / in-process: {walls['1 worker'] / base:.2f} "
-          f"(executor overhead {walls['1 worker'] - base:+.1f} s)")  # fmt: skip
+    print(
+        f"1 worker / in-process: {walls['1 worker'] / base:.2f} "
+        f"(executor overhead {walls['1 worker'] - base:+.1f} s)"
+    )
     print(f"2 workers / in-process: {walls['2 workers'] / base:.2f}")
     same = accuracies["in-process"] == accuracies["1 worker"] == accuracies["2 workers"]
     print(f"same per-trial validation accuracies in all three: {same}")

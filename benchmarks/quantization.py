@@ -52,9 +52,13 @@ def main() -> None:
             )
         )
     report = ht.benchmark(
-        specs, data, epochs=args.epochs, learning_rate=1e-2, measure_latency=False,
+        specs,
+        data,
+        epochs=args.epochs,
+        learning_rate=1e-2,
+        measure_latency=False,
         export=MODES,
-    )  # fmt: skip
+    )
 
     print(f"machine: {machine()}")
     print(

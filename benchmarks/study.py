@@ -59,15 +59,23 @@ def main() -> None:
     for cached in (True, False):
         start = time.perf_counter()
         report = ht.benchmark(
-            specs, data, epochs=args.epochs, batch_size=args.batch_size,
-            cache_features=cached, measure_latency=False,
-        )  # fmt: skip
+            specs,
+            data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            cache_features=cached,
+            measure_latency=False,
+        )
         runs[cached] = (report, time.perf_counter() - start)
     start = time.perf_counter()
     seeded = ht.benchmark(
-        specs, data, epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds,
+        specs,
+        data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seeds=args.seeds,
         measure_latency=False,
-    )  # fmt: skip
+    )
     seeded_wall = time.perf_counter() - start
 
     print(f"machine: {machine()}")

@@ -67,11 +67,15 @@ def test_light_modules_do_not_import_tensorflow_at_import_time() -> None:
             source = (SRC / f"{current}.py").read_text()
             top = ast.parse(source).body
             heavy = [
-                n for n in top
+                n
+                for n in top
                 if isinstance(n, (ast.Import, ast.ImportFrom))
-                and any((getattr(n, "module", None) or a.name).split(".")[0]
-                        in ("tensorflow", "tf_keras", "tensorflow_hub") for a in n.names)
-            ]  # fmt: skip
+                and any(
+                    (getattr(n, "module", None) or a.name).split(".")[0]
+                    in ("tensorflow", "tf_keras", "tensorflow_hub")
+                    for a in n.names
+                )
+            ]
             assert not heavy, f"light module {module} imports TensorFlow through {current}"
             todo += sorted(_imports(current, top_level_only=True) - {"__init__"})
         assert "_tf" not in seen, f"light module {module} imports _tf at import time"

@@ -36,14 +36,22 @@ def test_tensorboard_runs_per_trial_and_seed(tmp_path: Path, tiny_tf2: Backbone)
     data = ht.load_image_folder(tmp_path / "data", validation_fraction=0.34)
     board = tmp_path / "tb"
     report = ht.benchmark(
-        tiny_tf2, data, epochs=2, warmup_epochs=1, fine_tune="both", seeds=2,
-        measure_latency=False, tensorboard_dir=board,
-    )  # fmt: skip
+        tiny_tf2,
+        data,
+        epochs=2,
+        warmup_epochs=1,
+        fine_tune="both",
+        seeds=2,
+        measure_latency=False,
+        tensorboard_dir=board,
+    )
     runs = sorted(p.name for p in board.iterdir() if p.is_dir())
     assert runs == [
-        "tiny_tf2_fine_tuned_seed0", "tiny_tf2_fine_tuned_seed1",
-        "tiny_tf2_frozen_seed0", "tiny_tf2_frozen_seed1",
-    ]  # fmt: skip
+        "tiny_tf2_fine_tuned_seed0",
+        "tiny_tf2_fine_tuned_seed1",
+        "tiny_tf2_frozen_seed0",
+        "tiny_tf2_frozen_seed1",
+    ]
     for mode, steps in (("frozen", [1, 2]), ("fine_tuned", [1, 2, 3])):  # warm-up, then 2
         result = report.get("tiny_tf2", mode)  # type: ignore[arg-type]
         for seed_run in result.per_seed:

@@ -19,9 +19,11 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "cats_vs_dogs.py"
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hubtransfer.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "hubtransfer.cli", *args],
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
 
 
 def test_help_lists_commands_without_importing_tensorflow() -> None:
@@ -87,10 +89,21 @@ def test_benchmark_command_writes_results(
     spec = ht.Backbone("cli_tiny", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
     registry.register(spec)
     try:
-        status = main([
-            "benchmark", "--backbones", "cli_tiny", "--dataset", str(tmp_path / "data"),
-            "--epochs", "2", "--out", str(tmp_path / "out"), "--both", "--report-head",
-        ])  # fmt: skip
+        status = main(
+            [
+                "benchmark",
+                "--backbones",
+                "cli_tiny",
+                "--dataset",
+                str(tmp_path / "data"),
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path / "out"),
+                "--both",
+                "--report-head",
+            ]
+        )
     finally:
         registry._backbones.pop("cli_tiny")
     assert status == 0
@@ -109,10 +122,22 @@ def test_benchmark_command_writes_results(
     assert "Epoch 1/2" not in captured.out + captured.err
     registry.register(spec)
     try:  # --quiet: the same study, resumed (its "kept" lines are progress too)
-        status = main([
-            "benchmark", "--backbones", "cli_tiny", "--dataset", str(tmp_path / "data"),
-            "--epochs", "2", "--out", str(tmp_path / "out"), "--both", "--report-head", "--quiet",
-        ])  # fmt: skip
+        status = main(
+            [
+                "benchmark",
+                "--backbones",
+                "cli_tiny",
+                "--dataset",
+                str(tmp_path / "data"),
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path / "out"),
+                "--both",
+                "--report-head",
+                "--quiet",
+            ]
+        )
     finally:
         registry._backbones.pop("cli_tiny")
     assert status == 0
@@ -125,17 +150,45 @@ def test_export_command(tmp_path: Path) -> None:
     # A hidden layer big enough (8 x 2048 weights) that TFLite quantizes it.
     model = ht.build_classifier(spec, 2, hidden_units=(2048,))
     model.save(tmp_path / "model.h5")
-    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "m.tflite"),
-                 "--tflite", "--quantization", "dynamic"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "model.h5"),
+                "--out",
+                str(tmp_path / "m.tflite"),
+                "--tflite",
+                "--quantization",
+                "dynamic",
+            ]
+        )
+        == 0
+    )
     dynamic = tmp_path / "m.tflite"
-    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "f.tflite"),
-                 "--tflite"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "f.tflite"), "--tflite"]
+        )
+        == 0
+    )
     # Dynamic-range quantization stores the 8 x 2048 kernel as int8: 3 bytes saved a weight
     # (at least half of that is asserted: the file has other, unquantized parts).
     saved = (tmp_path / "f.tflite").stat().st_size - dynamic.stat().st_size
     assert saved >= 0.5 * 3 * 8 * 2048
-    assert main(["export", str(tmp_path / "model.h5"), "--out", str(tmp_path / "x.tflite"),
-                 "--tflite", "--quantization", "int8"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "model.h5"),
+                "--out",
+                str(tmp_path / "x.tflite"),
+                "--tflite",
+                "--quantization",
+                "int8",
+            ]
+        )
+        == 2
+    )
 
 
 def test_example_runs_on_mock_data(tmp_path: Path) -> None:
@@ -148,16 +201,26 @@ def test_example_runs_on_mock_data(tmp_path: Path) -> None:
     module_spec.loader.exec_module(example)
     start = time.perf_counter()
     with tfds.testing.mock_data(num_examples=16):
-        report = example.main([
-            "--epochs", "1", "--backbones", "mobilenet_v2,efficientnet_b0",
-            "--offline-dir", str(tmp_path / "models"), "--image-size", "32",
-            "--out", str(tmp_path / "out"),
-        ])  # fmt: skip
+        report = example.main(
+            [
+                "--epochs",
+                "1",
+                "--backbones",
+                "mobilenet_v2,efficientnet_b0",
+                "--offline-dir",
+                str(tmp_path / "models"),
+                "--image-size",
+                "32",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     keys = [(r.backbone, r.mode, r.status) for r in report.results]
     assert keys == [
-        ("mobilenet_v2", "frozen", "ok"), ("efficientnet_b0", "frozen", "ok"),
+        ("mobilenet_v2", "frozen", "ok"),
+        ("efficientnet_b0", "frozen", "ok"),
         ("mobilenet_v2", "fine_tuned", "ok"),
-    ]  # fmt: skip
+    ]
     assert report.get("mobilenet_v2").image_size == 32
     assert (tmp_path / "out" / "results.md").exists()
     assert time.perf_counter() - start < 300
@@ -177,8 +240,20 @@ def test_benchmark_checks_values_before_exporting_backbones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     offline = tmp_path / "standins"
-    code = main(["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
-                 "--offline-dir", str(offline), "--out", str(tmp_path / "out"), *args])  # fmt: skip
+    code = main(
+        [
+            "benchmark",
+            "--backbones",
+            "mobilenet_v2",
+            "--dataset",
+            str(tmp_path),
+            "--offline-dir",
+            str(offline),
+            "--out",
+            str(tmp_path / "out"),
+            *args,
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not offline.exists() and not (tmp_path / "out").exists()  # no work was done
@@ -192,15 +267,43 @@ def test_cli_bad_paths_are_one_line_errors(
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"\x89HDF not really")
     cases = [
-        (["export", str(garbage), "--out", str(tmp_path / "m.tflite"), "--tflite"],
-         "Could not read", "--save-models"),
-        (["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
-          "--offline-dir", str(a_file)], "--offline-dir", "is a file"),
-        (["benchmark", "--backbones", "mobilenet_v2", "--dataset", str(tmp_path),
-          "--out", str(a_file)], "--out", "is a file"),
-        (["report", str(tmp_path), "--max-size-mb", "-1"],
-         "--max-size-mb must be a finite number > 0", "Received: --max-size-mb=-1.0"),
-    ]  # fmt: skip
+        (
+            ["export", str(garbage), "--out", str(tmp_path / "m.tflite"), "--tflite"],
+            "Could not read",
+            "--save-models",
+        ),
+        (
+            [
+                "benchmark",
+                "--backbones",
+                "mobilenet_v2",
+                "--dataset",
+                str(tmp_path),
+                "--offline-dir",
+                str(a_file),
+            ],
+            "--offline-dir",
+            "is a file",
+        ),
+        (
+            [
+                "benchmark",
+                "--backbones",
+                "mobilenet_v2",
+                "--dataset",
+                str(tmp_path),
+                "--out",
+                str(a_file),
+            ],
+            "--out",
+            "is a file",
+        ),
+        (
+            ["report", str(tmp_path), "--max-size-mb", "-1"],
+            "--max-size-mb must be a finite number > 0",
+            "Received: --max-size-mb=-1.0",
+        ),
+    ]
     for args, *expected in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
@@ -214,10 +317,20 @@ def test_report_plot_prints_where_it_wrote(
 ) -> None:
     from hubtransfer.records import BenchmarkResult, SeedRun
 
-    ht.BenchmarkReport([
-        BenchmarkResult("a", "frozen", "ok", best_val_accuracy=0.9, final_val_accuracy=0.9,
-                        train_seconds=1.0, model_bytes=10, per_seed=(SeedRun(0, 0.9, 0.9, 1.0),))
-    ]).save(tmp_path / "study")  # fmt: skip
+    ht.BenchmarkReport(
+        [
+            BenchmarkResult(
+                "a",
+                "frozen",
+                "ok",
+                best_val_accuracy=0.9,
+                final_val_accuracy=0.9,
+                train_seconds=1.0,
+                model_bytes=10,
+                per_seed=(SeedRun(0, 0.9, 0.9, 1.0),),
+            )
+        ]
+    ).save(tmp_path / "study")
     for target, written in [
         (tmp_path / "plots", tmp_path / "plots" / "study.png"),
         (tmp_path / "named", tmp_path / "named.png"),

@@ -276,9 +276,12 @@ def test_image_folder_pixels_are_pillows_reference(tmp_path: Path, max_image_siz
         odd / "alpha.webp", lossless=True, exact=True
     )
     photos.write_gif_offset_first_frame(
-        odd / "anim.gif", photos.indices(5, 7, 256, seed=4), photos.palette(256, seed=3),
-        canvas=(28, 20), offset=(6, 4),
-    )  # fmt: skip
+        odd / "anim.gif",
+        photos.indices(5, 7, 256, seed=4),
+        photos.palette(256, seed=3),
+        canvas=(28, 20),
+        offset=(6, 4),
+    )
     write_colour_folder(tmp_path, per_class=2, classes=("plain",), size=(24, 40))
     data = ht.load_image_folder(tmp_path, validation_fraction=0.0, max_image_size=max_image_size)
     assert data.counts.skipped == 0 and data.counts.train == 12

@@ -34,11 +34,27 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ht.Backbone("deploy_tiny", str(save_tiny_tf2(root / "tiny", 16)), 16, 8, "tf2", True)
     )
     try:
-        status = main([
-            "--quiet", "benchmark", "--backbones", "deploy_tiny", "--dataset", str(root / "data"),
-            "--epochs", "20", "--learning-rate", "0.05", "--test-fraction", "0.2",
-            "--out", str(root / "study"), "--save-models", "--tensorboard", str(root / "tb"),
-        ])  # fmt: skip
+        status = main(
+            [
+                "--quiet",
+                "benchmark",
+                "--backbones",
+                "deploy_tiny",
+                "--dataset",
+                str(root / "data"),
+                "--epochs",
+                "20",
+                "--learning-rate",
+                "0.05",
+                "--test-fraction",
+                "0.2",
+                "--out",
+                str(root / "study"),
+                "--save-models",
+                "--tensorboard",
+                str(root / "tb"),
+            ]
+        )
     finally:
         registry._backbones.pop("deploy_tiny")
     assert status == 0
@@ -48,8 +64,20 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def exported(study: Path) -> Path:
     out = study / "deploy"
-    assert main(["export", str(study / "study"), "--best", "--tflite", "--saved-model",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(study / "study"),
+                "--best",
+                "--tflite",
+                "--saved-model",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -57,8 +85,20 @@ def test_export_best_writes_both_formats_with_labels_and_says_why(
     study: Path, exported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = exported / "again"
-    assert main(["export", str(study / "study"), "--best", "--tflite", "float16",
-                 "--out", str(out / "m.tflite")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(study / "study"),
+                "--best",
+                "--tflite",
+                "float16",
+                "--out",
+                str(out / "m.tflite"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert (
         f"Picked deploy_tiny (frozen): {study / 'study' / 'models' / 'deploy_tiny_frozen.h5'}"
@@ -96,16 +136,20 @@ def test_export_best_errors_name_the_fix(
     taken.with_suffix(".labels.txt").write_text("mine\n")
     good = str(study / "study")
     cases = [
-        ([str(unsaved), "--tflite"], ["deploy_tiny_frozen.h5 does not exist",
-                                      "run without --save-models", "Rerun the same"]),
-        ([good, "--tflite", "--max-size-mb", "0.000001"], ["No result fits the budget",
-                                                         "size <= 1e-06 MB", "Relax the budget"]),
+        (
+            [str(unsaved), "--tflite"],
+            ["deploy_tiny_frozen.h5 does not exist", "run without --save-models", "Rerun the same"],
+        ),
+        (
+            [good, "--tflite", "--max-size-mb", "0.000001"],
+            ["No result fits the budget", "size <= 1e-06 MB", "Relax the budget"],
+        ),
         ([good], ["export --best needs a format", "--saved-model"]),
         ([good, "--tflite", "--backbone", "x"], ["drop --backbone and --class-names"]),
         ([str(tmp_path), "--tflite"], ["No saved study in", "output_dir of a benchmark"]),
         ([good, "--tflite", "int8", "--quantization", "dynamic"], ["disagree", "--tflite int8"]),
         ([good, "--tflite", "--max-latency-ms", "0"], ["--max-latency-ms must be a finite number"]),
-    ]  # fmt: skip
+    ]
     for args, expected in cases:
         out = str(taken) if "--out" not in args else None
         assert main(["export", *args, "--best", "--out", str(out or tmp_path / "x")]) == 2, args
@@ -117,8 +161,20 @@ def test_export_best_errors_name_the_fix(
     assert "taken.labels.txt already exists" in capsys.readouterr().err
     assert taken.with_suffix(".labels.txt").read_text() == "mine\n" and not taken.exists()
     single = str(study / "study" / "models" / "deploy_tiny_frozen.h5")
-    assert main(["export", single, "--out", str(tmp_path / "s.tflite"), "--max-size-mb", "1",
-                 "--tflite"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                single,
+                "--out",
+                str(tmp_path / "s.tflite"),
+                "--max-size-mb",
+                "1",
+                "--tflite",
+            ]
+        )
+        == 2
+    )
     assert "is a budget for --best" in capsys.readouterr().err
     assert main(["export", single, "--out", str(tmp_path / "s.tflite")]) == 2
     assert "needs exactly one of --tflite [MODE] or --saved-model" in capsys.readouterr().err
@@ -157,8 +213,9 @@ def test_h5_saved_model_and_tflite_predictions_agree(study: Path, exported: Path
     for a, b, c in zip(h5, serving, tflite, strict=True):
         assert [x.name for x in a.top] == [x.name for x in b.top]
         assert len(a.top) == 2 and len(c.top) == 1 and a.label == c.label
-        np.testing.assert_allclose([x.probability for x in a.top],
-                                   [x.probability for x in b.top], atol=1e-4)  # fmt: skip
+        np.testing.assert_allclose(
+            [x.probability for x in a.top], [x.probability for x in b.top], atol=1e-4
+        )
         assert abs(a.top[0].probability - c.top[0].probability) < 1e-4
         assert abs(sum(x.probability for x in a.top) - 1.0) < 1e-6
 
@@ -260,8 +317,9 @@ def test_predict_command_formats_and_exit_status(
     assert main(["predict", model, image, str(broken), "--csv", "--top-k", "1"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["path"], r["rank"], r["error"]) for r in rows] == [
-        (image, "1", ""), (str(broken), "", "truncated")
-    ]  # fmt: skip
+        (image, "1", ""),
+        (str(broken), "", "truncated"),
+    ]
     assert rows[0]["class"] in CLASSES and 0.5 <= float(rows[0]["probability"]) <= 1.0
     assert main(["predict", model, image, "--json"]) == 0
     [record] = json.loads(capsys.readouterr().out)
@@ -281,8 +339,22 @@ def test_cli_journey_benchmark_report_export_predict(
     assert main(["report", str(study / "study"), "--recommend", "--max-size-mb", "50"]) == 0
     assert "Use deploy_tiny (frozen): the highest test accuracy" in capsys.readouterr().out
     model = tmp_path / "deploy" / "model.tflite"
-    assert main(["export", str(study / "study"), "--best", "--max-size-mb", "50",
-                 "--tflite", "dynamic", "--out", str(model)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(study / "study"),
+                "--best",
+                "--max-size-mb",
+                "50",
+                "--tflite",
+                "dynamic",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert "Picked deploy_tiny (frozen)" in capsys.readouterr().out
     assert main(["predict", str(model), str(study / "data"), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)

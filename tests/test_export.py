@@ -48,13 +48,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> ht.ImageData:
 
 @pytest.mark.parametrize("quantization", [None, "dynamic", "float16", "int8"])
 def test_each_mode_converts_and_agrees(
-    quantization: str | None, trained: tf_keras.Model, spec: Backbone, data: ht.ImageData,
+    quantization: str | None,
+    trained: tf_keras.Model,
+    spec: Backbone,
+    data: ht.ImageData,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     path = ht.export_tflite(
-        trained, tmp_path / "m.tflite", quantization=quantization,  # type: ignore[arg-type]
-        representative_data=data if quantization == "int8" else None, backbone=spec,
-    )  # fmt: skip
+        trained,
+        tmp_path / "m.tflite",
+        quantization=quantization,  # type: ignore[arg-type]
+        representative_data=data if quantization == "int8" else None,
+        backbone=spec,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]  # no temporary left
     scored = ht.evaluate_tflite(path, data, backbone=spec, model=trained)
     assert scored.examples == data.counts.validation
@@ -70,9 +76,13 @@ def test_int8_with_uint8_io(
     trained: tf_keras.Model, spec: Backbone, data: ht.ImageData, tmp_path: Path
 ) -> None:
     path = ht.export_tflite(
-        trained, tmp_path / "u8.tflite", quantization="int8", representative_data=data,
-        backbone=spec, uint8_io=True,
-    )  # fmt: skip
+        trained,
+        tmp_path / "u8.tflite",
+        quantization="int8",
+        representative_data=data,
+        backbone=spec,
+        uint8_io=True,
+    )
     details = tf.lite.Interpreter(model_path=str(path)).get_input_details()[0]
     assert details["dtype"] == np.uint8
     scored = ht.evaluate_tflite(path, data, backbone=spec, model=trained)
@@ -83,8 +93,9 @@ def test_int8_calibrates_from_prepared_tf_data(
     trained: tf_keras.Model, spec: Backbone, data: ht.ImageData, tmp_path: Path
 ) -> None:
     prepared = ht.prepare(data.train, spec, batch_size=4)
-    path = ht.export_tflite(trained, tmp_path / "m.tflite", quantization="int8",
-                            representative_data=prepared)  # fmt: skip
+    path = ht.export_tflite(
+        trained, tmp_path / "m.tflite", quantization="int8", representative_data=prepared
+    )
     inputs = tf.lite.Interpreter(model_path=str(path)).get_tensor_details()
     assert any(d["dtype"] == np.int8 for d in inputs)
 
@@ -113,15 +124,17 @@ def test_int8_from_image_data_needs_backbone(
     trained: tf_keras.Model, data: ht.ImageData, tmp_path: Path
 ) -> None:
     with pytest.raises(ht.ConfigurationError, match="needs the backbone it was trained for"):
-        ht.export_tflite(trained, tmp_path / "x.tflite", quantization="int8",
-                         representative_data=data)  # fmt: skip
+        ht.export_tflite(
+            trained, tmp_path / "x.tflite", quantization="int8", representative_data=data
+        )
 
 
 def test_serving_saved_model_takes_raw_uint8_of_any_size(
     trained: tf_keras.Model, spec: Backbone, tmp_path: Path
 ) -> None:
-    path = ht.export_saved_model(trained, tmp_path / "serving", backbone=spec,
-                                 class_names=("blue", "green", "red"))  # fmt: skip
+    path = ht.export_saved_model(
+        trained, tmp_path / "serving", backbone=spec, class_names=("blue", "green", "red")
+    )
     assert (path / "labels.txt").read_text().split() == ["blue", "green", "red"]
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (3, 37, 53, 3)).astype("uint8")
@@ -138,8 +151,10 @@ def test_serving_saved_model_takes_raw_uint8_of_any_size(
     np.save(tmp_path / "in.npy", batch)
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "in.npy"), str(tmp_path / "out.npy")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     probabilities = np.load(tmp_path / "out.npy")
     assert probabilities.shape == (3, 3)
@@ -183,13 +198,19 @@ def test_mobilenet_v2_quantized_sizes(tmp_path: Path, data: ht.ImageData) -> Non
     small = dataclasses.replace(registry.get("mobilenet_v2"), image_size=SIZE)
     registry.register(small, overwrite=True)
     images = np.random.default_rng(0).uniform(size=(32, SIZE, SIZE, 3)).astype("float32")
-    local = ht.offline.export_backbone("mobilenet_v2", tmp_path / "mnv2", registry=registry,
-                                       calibration_images=images)  # fmt: skip
+    local = ht.offline.export_backbone(
+        "mobilenet_v2", tmp_path / "mnv2", registry=registry, calibration_images=images
+    )
     model = ht.build_classifier(local, 3)
     sizes = {}
     for mode in (None, "dynamic", "float16", "int8"):
-        path = ht.export_tflite(model, tmp_path / f"{mode}.tflite", quantization=mode,  # type: ignore[arg-type]
-                                representative_data=data, backbone=local)  # fmt: skip
+        path = ht.export_tflite(
+            model,
+            tmp_path / f"{mode}.tflite",
+            quantization=mode,  # type: ignore[arg-type]
+            representative_data=data,
+            backbone=local,
+        )
         sizes[mode] = path.stat().st_size
     assert sizes["dynamic"] / sizes[None] <= 0.30
     assert sizes["int8"] / sizes[None] <= 0.32
@@ -255,8 +276,9 @@ def test_saved_model_never_replaces_what_is_not_a_serving_export(
     with pytest.raises(
         ht.ExportError, match=r"holds files hubtransfer did not write .* left untouched. Choose"
     ):
-        ht.export_saved_model(trained, folder, backbone=spec, class_names=("a", "b", "c"),
-                              overwrite=True)  # fmt: skip
+        ht.export_saved_model(
+            trained, folder, backbone=spec, class_names=("a", "b", "c"), overwrite=True
+        )
     assert sorted(p.name for p in folder.iterdir()) == before
     assert (folder / "notes.txt").read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left
@@ -273,8 +295,9 @@ def test_saved_model_replaces_its_own_export_only_with_overwrite(
     ):
         ht.export_saved_model(trained, target, backbone=spec, class_names=("x", "y", "z"))
     assert (target / "labels.txt").read_text().split() == ["a", "b", "c"]
-    ht.export_saved_model(trained, target, backbone=spec, class_names=("x", "y", "z"),
-                          overwrite=True)  # fmt: skip
+    ht.export_saved_model(
+        trained, target, backbone=spec, class_names=("x", "y", "z"), overwrite=True
+    )
     assert (target / "labels.txt").read_text().split() == ["x", "y", "z"]
     assert json.loads((target / MARKER).read_text())["kind"] == "serving SavedModel"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]  # no staging, no old copy
@@ -364,9 +387,12 @@ def test_evaluate_with_another_class_count(
     ],
 )
 def test_evaluate_bad_arguments(
-    float_tflite: Path, spec: Backbone, data: ht.ImageData, kwargs: dict[str, object],
+    float_tflite: Path,
+    spec: Backbone,
+    data: ht.ImageData,
+    kwargs: dict[str, object],
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     args: dict[str, object] = {"data": data, **kwargs}
     with pytest.raises(ht.ConfigurationError, match=message):
         ht.evaluate_tflite(float_tflite, backbone=spec, **args)  # type: ignore[arg-type]
@@ -395,9 +421,12 @@ def test_evaluate_runs_on_litert_when_installed(
 
 
 def test_evaluate_falls_back_to_tf_lite(
-    float_tflite: Path, spec: Backbone, data: ht.ImageData, trained: tf_keras.Model,
+    float_tflite: Path,
+    spec: Backbone,
+    data: ht.ImageData,
+    trained: tf_keras.Model,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     # None in sys.modules makes "import ai_edge_litert..." raise ImportError, as if absent.
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)

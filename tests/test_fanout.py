@@ -43,16 +43,29 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> ht.ImageData:
     return ht.load_image_folder(root, validation_fraction=0.25, test_fraction=0.25, seed=0)
 
 
-KWARGS = {"epochs": 2, "seeds": 2, "fine_tune": "both", "warmup_epochs": 1,
-          "measure_latency": False, "learning_rate": 1e-2}  # fmt: skip
+KWARGS = {
+    "epochs": 2,
+    "seeds": 2,
+    "fine_tune": "both",
+    "warmup_epochs": 1,
+    "measure_latency": False,
+    "learning_rate": 1e-2,
+}
 
 
 def _numbers(report: ht.BenchmarkReport) -> list[tuple[object, ...]]:
     return [
-        (r.backbone, r.mode, r.status, r.selected_epoch, r.val_accuracy, r.test_accuracy,
-         tuple((s.seed, s.val_accuracy, s.best_val_accuracy) for s in r.per_seed))
+        (
+            r.backbone,
+            r.mode,
+            r.status,
+            r.selected_epoch,
+            r.val_accuracy,
+            r.test_accuracy,
+            tuple((s.seed, s.val_accuracy, s.best_val_accuracy) for s in r.per_seed),
+        )
         for r in report.results
-    ]  # fmt: skip
+    ]
 
 
 # --- up-front checks (fast) -------------------------------------------------------------
@@ -130,8 +143,11 @@ def test_spawn_pool_gives_the_in_process_numbers(
         )  # type: ignore[arg-type]
     assert _numbers(fanned) == _numbers(inline)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
-        "fan_0_fine_tuned.h5", "fan_0_frozen.h5", "fan_1_fine_tuned.h5", "fan_1_frozen.h5"
-    ]  # fmt: skip
+        "fan_0_fine_tuned.h5",
+        "fan_0_frozen.h5",
+        "fan_1_fine_tuned.h5",
+        "fan_1_frozen.h5",
+    ]
 
 
 @pytest.mark.slow
@@ -142,10 +158,15 @@ def test_dask_cluster_gives_the_in_process_numbers_and_survives_a_killed_worker(
 
     inline = ht.benchmark(specs, data, **KWARGS)  # type: ignore[arg-type]
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                     dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
         Client(cluster) as client,
-    ):  # fmt: skip
+    ):
         killed: list[int] = []
 
         def kill_one_busy_worker() -> None:
@@ -194,8 +215,9 @@ def test_resume_after_the_driver_is_killed(
     )
     (tmp_path / "driver.py").write_text(script)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py")], env=env,
-                              start_new_session=True)  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py")], env=env, start_new_session=True
+    )
     log = tmp_path / RESULTS_FILE
     try:
         deadline = time.monotonic() + 240
@@ -210,8 +232,11 @@ def test_resume_after_the_driver_is_killed(
         specs, data, output_dir=tmp_path, epochs=2, measure_latency=False, fine_tune="both"
     )
     assert [r.key for r in resumed.results] == [
-        ("fan_0", "frozen"), ("fan_0", "fine_tuned"), ("fan_1", "frozen"), ("fan_1", "fine_tuned")
-    ]  # fmt: skip
+        ("fan_0", "frozen"),
+        ("fan_0", "fine_tuned"),
+        ("fan_1", "frozen"),
+        ("fan_1", "fine_tuned"),
+    ]
     for kept in done:
         assert resumed.get(*kept.key) == kept  # not trained again
     assert len(read_results(log)) == 4

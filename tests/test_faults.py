@@ -242,11 +242,14 @@ def test_second_study_on_one_folder_is_refused(tmp_path: Path) -> None:
         ({"verbose": 3}, r"verbose must be one of 0, 1, 2"),
         ({"mixed_precision": "fp8"}, r"mixed_precision must be one of"),
         ({"resume": "yes"}, r"resume must be True or False"),
-        ({"save_models": True}, r"save_models=True writes each model to output_dir/models/.*"
-                                r"Pass output_dir="),
+        (
+            {"save_models": True},
+            r"save_models=True writes each model to output_dir/models/.*"
+            r"Pass output_dir=",
+        ),
         ({"memory_limit_bytes": -5}, r"memory_limit_bytes must be an integer >= 0"),
     ],
-)  # fmt: skip
+)
 def test_every_argument_is_checked_before_any_work(
     data: ht.ImageData, tmp_path: Path, kwargs: dict[str, object], message: str
 ) -> None:

@@ -46,8 +46,11 @@ def test_export_is_reused_unless_rebuild(tmp_path: Path, small_registry: Backbon
     marker = read_marker(target)
     assert marker is not None and marker["kind"] == "backbone stand-in"
     assert marker["recipe"] == {
-        "name": "mobilenet_v2", "weights": None, "image_size": 32, "calibrated": False
-    }  # fmt: skip
+        "name": "mobilenet_v2",
+        "weights": None,
+        "image_size": 32,
+        "calibrated": False,
+    }
     stamp = (target / "saved_model.pb").stat().st_mtime_ns
     export_backbone("mobilenet_v2", target, registry=small_registry)
     assert (target / "saved_model.pb").stat().st_mtime_ns == stamp
@@ -68,8 +71,9 @@ def test_another_recipe_needs_overwrite(tmp_path: Path, small_registry: Backbone
     ):
         export_backbone("mobilenet_v2", target, registry=small_registry, calibration_images=images)
     assert (target / "saved_model.pb").stat().st_mtime_ns == stamp
-    export_backbone("mobilenet_v2", target, registry=small_registry, calibration_images=images,
-                    overwrite=True)  # fmt: skip
+    export_backbone(
+        "mobilenet_v2", target, registry=small_registry, calibration_images=images, overwrite=True
+    )
     marker = read_marker(target)
     assert marker is not None and marker["recipe"]["calibrated"] is True  # type: ignore[index]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2"]

@@ -127,8 +127,10 @@ def test_batches_mix_classes_from_the_first_step_in_a_class_sorted_folder(
     one_class = sum(len(set(b)) == 1 for b in batches)
     logging.getLogger(__name__).info(
         "class-b share in the first tenth: %.3f; one-class batches: %d; 2 epochs in %.1f s",
-        share, one_class, seconds,
-    )  # fmt: skip
+        share,
+        one_class,
+        seconds,
+    )
     assert 0.35 <= share <= 0.65
     assert one_class == 0
     again = ht.prepare(data.train, spec, training=True, batch_size=32, seed=7)

@@ -11,27 +11,40 @@ from hubtransfer.records import BenchmarkResult, SeedRun
 
 
 def result(
-    backbone: str, accs: list[float], *, seconds: float = 10.0, mb: float = 10.0,
-    latency: float = 5.0, mode: str = "frozen", status: str = "ok",
-) -> BenchmarkResult:  # fmt: skip
+    backbone: str,
+    accs: list[float],
+    *,
+    seconds: float = 10.0,
+    mb: float = 10.0,
+    latency: float = 5.0,
+    mode: str = "frozen",
+    status: str = "ok",
+) -> BenchmarkResult:
     runs = tuple(SeedRun(i, a, a, seconds / len(accs)) for i, a in enumerate(accs))
     return BenchmarkResult(
-        backbone, mode, status,  # type: ignore[arg-type]
+        backbone,
+        mode,
+        status,  # type: ignore[arg-type]
         best_val_accuracy=sum(accs) / len(accs) if accs else None,
         final_val_accuracy=sum(accs) / len(accs) if accs else None,
-        train_seconds=seconds, model_bytes=int(mb * 1e6), latency_ms=latency, per_seed=runs,
-    )  # fmt: skip
+        train_seconds=seconds,
+        model_bytes=int(mb * 1e6),
+        latency_ms=latency,
+        per_seed=runs,
+    )
 
 
 @pytest.fixture()
 def study() -> ht.BenchmarkReport:
-    return ht.BenchmarkReport([
-        result("small", [0.90, 0.91, 0.89], seconds=10, mb=5, latency=2),
-        result("big", [0.95, 0.96, 0.94], seconds=100, mb=50, latency=20),
-        result("slow_bad", [0.85, 0.86, 0.84], seconds=200, mb=60, latency=30),  # dominated
-        result("mid", [0.93, 0.92, 0.94], seconds=50, mb=20, latency=8),
-        result("tf1", [], mode="fine_tuned", status="skipped"),
-    ])  # fmt: skip
+    return ht.BenchmarkReport(
+        [
+            result("small", [0.90, 0.91, 0.89], seconds=10, mb=5, latency=2),
+            result("big", [0.95, 0.96, 0.94], seconds=100, mb=50, latency=20),
+            result("slow_bad", [0.85, 0.86, 0.84], seconds=200, mb=60, latency=30),  # dominated
+            result("mid", [0.93, 0.92, 0.94], seconds=50, mb=20, latency=8),
+            result("tf1", [], mode="fine_tuned", status="skipped"),
+        ]
+    )
 
 
 def test_pareto_front(study: ht.BenchmarkReport) -> None:
@@ -48,11 +61,13 @@ def test_pareto_ties_single_and_all_dominated_but_one() -> None:
     tie = ht.BenchmarkReport([result("a", [0.9]), result("b", [0.9])])
     assert {r.backbone for r in tie.pareto()} == {"a", "b"}
     assert [r.backbone for r in ht.BenchmarkReport([result("a", [0.9])]).pareto()] == ["a"]
-    best = ht.BenchmarkReport([
-        result("best", [0.99], seconds=1, mb=1),
-        result("x", [0.5], seconds=2, mb=2),
-        result("y", [0.6], seconds=3, mb=1),
-    ])  # fmt: skip
+    best = ht.BenchmarkReport(
+        [
+            result("best", [0.99], seconds=1, mb=1),
+            result("x", [0.5], seconds=2, mb=2),
+            result("y", [0.6], seconds=3, mb=1),
+        ]
+    )
     assert [r.backbone for r in best.pareto()] == ["best"]
     with pytest.raises(ht.ConfigurationError, match=r"Unknown Pareto objective\(s\) \['speed'\]"):
         best.pareto(("speed",))
@@ -104,8 +119,23 @@ def test_saved_study_loads_back_and_cli_reports(
     loaded = ht.BenchmarkReport.load(tmp_path)
     assert loaded.results == study.results
     assert {r.backbone for r in loaded.pareto()} == {"small", "big", "mid"}
-    assert main(["report", str(tmp_path), "--recommend", "--max-size-mb", "25",
-                 "--compare", "big", "small", "--plot", str(tmp_path / "p.png")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path),
+                "--recommend",
+                "--max-size-mb",
+                "25",
+                "--compare",
+                "big",
+                "small",
+                "--plot",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert (
         "Pareto front (accuracy, train time, size): small (frozen), big (frozen), mid (frozen)"

@@ -31,8 +31,11 @@ import tensorflow as tf
 def _python(script: str, *, env: dict[str, str] | None = None, timeout: int = 300) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", _PRELUDE + textwrap.dedent(script)],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
 

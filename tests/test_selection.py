@@ -63,9 +63,16 @@ def test_early_peak_returns_the_peak_model(
     spec: Backbone, data: ht.ImageData, cache_features: bool
 ) -> None:
     report = ht.benchmark(
-        spec, data, epochs=6, learning_rate=5e-2, monitor="val_accuracy", keep_models=True,
-        measure_latency=False, callbacks=[Sabotage(start=3)], cache_features=cache_features,
-    )  # fmt: skip
+        spec,
+        data,
+        epochs=6,
+        learning_rate=5e-2,
+        monitor="val_accuracy",
+        keep_models=True,
+        measure_latency=False,
+        callbacks=[Sabotage(start=3)],
+        cache_features=cache_features,
+    )
     result = report.results[0]
     accuracies = [h.val_accuracy for h in result.history]
     assert result.selected_epoch is not None and result.selected_epoch <= 3
@@ -87,10 +94,17 @@ def test_early_peak_returns_the_peak_model(
 
 def test_fine_tuned_selection_spans_phases(spec: Backbone, data: ht.ImageData) -> None:
     report = ht.benchmark(
-        spec, data, epochs=3, warmup_epochs=2, fine_tune=True, learning_rate=5e-2,
-        monitor="val_accuracy", keep_models=True, measure_latency=False,
+        spec,
+        data,
+        epochs=3,
+        warmup_epochs=2,
+        fine_tune=True,
+        learning_rate=5e-2,
+        monitor="val_accuracy",
+        keep_models=True,
+        measure_latency=False,
         callbacks=[Sabotage(start=0)],  # every fine-tuning epoch is scrambled
-    )  # fmt: skip
+    )
     result = report.results[0]
     assert result.status == "ok"
     # Warm-up epochs are scrambled too (callbacks apply to every phase), but the kept
@@ -105,9 +119,15 @@ def test_fine_tuned_selection_spans_phases(spec: Backbone, data: ht.ImageData) -
 
 def test_patience_stops_and_says_where(spec: Backbone, data: ht.ImageData) -> None:
     result = ht.benchmark(
-        spec, data, epochs=8, learning_rate=5e-2, patience=1, monitor="val_accuracy",
-        measure_latency=False, callbacks=[Sabotage(start=2)],
-    ).results[0]  # fmt: skip
+        spec,
+        data,
+        epochs=8,
+        learning_rate=5e-2,
+        patience=1,
+        monitor="val_accuracy",
+        measure_latency=False,
+        callbacks=[Sabotage(start=2)],
+    ).results[0]
     assert result.stopped_early and len(result.history) < 8
     assert result.selected_epoch is not None and result.selected_epoch <= 2
 
@@ -164,10 +184,18 @@ def _scored(name: str, labels: list[int], predicted: list[int]) -> BenchmarkResu
     m = split_metrics(labels, predicted, ["common", "rare"])
     run = SeedRun(0, m.accuracy, m.accuracy, 1.0, 1, m.accuracy, m.balanced_accuracy)
     return BenchmarkResult(
-        name, "frozen", "ok", best_val_accuracy=m.accuracy, final_val_accuracy=m.accuracy,
-        val_accuracy=m.accuracy, val_balanced_accuracy=m.balanced_accuracy,
-        val_metrics=m.to_dict(), per_seed=(run,), model_bytes=1, train_seconds=1.0,
-    )  # fmt: skip
+        name,
+        "frozen",
+        "ok",
+        best_val_accuracy=m.accuracy,
+        final_val_accuracy=m.accuracy,
+        val_accuracy=m.accuracy,
+        val_balanced_accuracy=m.balanced_accuracy,
+        val_metrics=m.to_dict(),
+        per_seed=(run,),
+        model_bytes=1,
+        train_seconds=1.0,
+    )
 
 
 def test_majority_class_model_does_not_win() -> None:
@@ -184,10 +212,16 @@ def test_majority_class_model_does_not_win() -> None:
 
 
 def test_previous_format_records_still_load(tmp_path: Path) -> None:
-    old = {"backbone": "mobilenet_v2", "mode": "frozen", "status": "ok",
-           "best_val_accuracy": 0.9, "final_val_accuracy": 0.88,
-           "per_seed": [{"seed": 0, "best_val_accuracy": 0.9, "final_val_accuracy": 0.88,
-                         "train_seconds": 3.0}]}  # fmt: skip
+    old = {
+        "backbone": "mobilenet_v2",
+        "mode": "frozen",
+        "status": "ok",
+        "best_val_accuracy": 0.9,
+        "final_val_accuracy": 0.88,
+        "per_seed": [
+            {"seed": 0, "best_val_accuracy": 0.9, "final_val_accuracy": 0.88, "train_seconds": 3.0}
+        ],
+    }
     (tmp_path / "results.json").write_text(json.dumps([old]))
     report = ht.BenchmarkReport.load(tmp_path)
     assert report.results[0].val_accuracy is None

@@ -9,9 +9,16 @@ from hubtransfer.stats import summarize, t_quantile, welch_interval
 
 @pytest.mark.parametrize(
     ("p", "df", "expected"),
-    [(0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.975, 10, 2.2281), (0.995, 3, 5.8409),
-     (0.95, 20, 1.7247), (0.975, 1e7, 1.9600), (0.025, 4, -2.7764)],
-)  # fmt: skip
+    [
+        (0.975, 1, 12.7062),
+        (0.975, 4, 2.7764),
+        (0.975, 10, 2.2281),
+        (0.995, 3, 5.8409),
+        (0.95, 20, 1.7247),
+        (0.975, 1e7, 1.9600),
+        (0.025, 4, -2.7764),
+    ],
+)
 def test_t_quantiles_match_tables(p: float, df: float, expected: float) -> None:
     assert t_quantile(p, df) == pytest.approx(expected, abs=1e-3)
 

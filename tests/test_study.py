@@ -47,14 +47,21 @@ def test_study_with_both_modes(
     models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
 ) -> None:
     report = ht.benchmark(
-        [models["tf2"], models["tf1"]], data, epochs=4, fine_tune="both", warmup_epochs=1,
-        output_dir=tmp_path, learning_rate=1e-2,
-    )  # fmt: skip
+        [models["tf2"], models["tf1"]],
+        data,
+        epochs=4,
+        fine_tune="both",
+        warmup_epochs=1,
+        output_dir=tmp_path,
+        learning_rate=1e-2,
+    )
     keys = [r.key for r in report.results]
     assert keys == [
-        ("tiny_a", "frozen"), ("tiny_a", "fine_tuned"),
-        ("tiny_tf1", "frozen"), ("tiny_tf1", "fine_tuned"),
-    ]  # fmt: skip
+        ("tiny_a", "frozen"),
+        ("tiny_a", "fine_tuned"),
+        ("tiny_tf1", "frozen"),
+        ("tiny_tf1", "fine_tuned"),
+    ]
     frozen = report.get("tiny_a", "frozen")
     assert frozen.status == "ok" and frozen.best_val_accuracy is not None
     assert frozen.best_val_accuracy >= 0.8  # chance is 0.5
@@ -142,8 +149,9 @@ def test_resume_keeps_finished_results(
 
     specs = [models["tf2"], models["tf2_b"]]
     with pytest.raises(KeyboardInterrupt):
-        ht.benchmark(specs, data, epochs=2, output_dir=tmp_path, callbacks=[Crash()],
-                     measure_latency=False)  # fmt: skip
+        ht.benchmark(
+            specs, data, epochs=2, output_dir=tmp_path, callbacks=[Crash()], measure_latency=False
+        )
     first = read_results(tmp_path / "results.jsonl")
     assert [r.backbone for r in first] == ["tiny_a"]
     report = ht.benchmark(specs, data, epochs=2, output_dir=tmp_path, measure_latency=False)
@@ -159,8 +167,9 @@ def test_resume_false_moves_old_log_aside(
     models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
 ) -> None:
     ht.benchmark(models["tf2"], data, epochs=1, output_dir=tmp_path, measure_latency=False)
-    ht.benchmark(models["tf2"], data, epochs=1, output_dir=tmp_path, resume=False,
-                 measure_latency=False)  # fmt: skip
+    ht.benchmark(
+        models["tf2"], data, epochs=1, output_dir=tmp_path, resume=False, measure_latency=False
+    )
     assert len(read_results(tmp_path / "results.jsonl")) == 1
     assert len(list(tmp_path.glob("results-*.jsonl"))) == 1
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from hubtransfer.errors import BenchmarkError, ConfigurationError
 from hubtransfer.metrics import SplitMetrics
-from hubtransfer.records import BenchmarkResult, Comparison, Mode, Recommendation
+from hubtransfer.records import BenchmarkResult, Comparison, Recommendation
 from hubtransfer.stats import Summary, summarize, welch_interval
 
 __all__ = ["compare", "find", "get_result", "pareto", "ranking_metric", "recommend"]
@@ -35,7 +35,7 @@ def ranking_metric(results: Sequence[BenchmarkResult]) -> str:
 
 
 def get_result(
-    results: Sequence[BenchmarkResult], backbone: str, mode: Mode = "frozen"
+    results: Sequence[BenchmarkResult], backbone: str, mode: str = "frozen"
 ) -> BenchmarkResult:
     """The result for ``(backbone, mode)``."""
     for result in results:
@@ -50,10 +50,10 @@ def get_result(
 def find(results: Sequence[BenchmarkResult], which: str | tuple[str, str]) -> BenchmarkResult:
     """The result named ``"backbone"``, ``"backbone/mode"`` or ``(backbone, mode)``."""
     if isinstance(which, tuple):
-        return get_result(results, *which)  # type: ignore[arg-type]
+        return get_result(results, *which)
     backbone, _, mode = which.partition("/")
     if mode:
-        return get_result(results, backbone, mode)  # type: ignore[arg-type]
+        return get_result(results, backbone, mode)
     matches = [r for r in results if r.backbone == backbone]
     if len(matches) != 1:
         raise BenchmarkError(
@@ -111,9 +111,16 @@ def compare(
             f"{interval.low:+.3f} to {interval.high:+.3f}), is {verdict} at the {pct} level."
         )
     return Comparison(
-        ra.label, rb.label, metric, interval.difference, interval.low, interval.high,
-        level, interval.excludes_zero, text,
-    )  # fmt: skip
+        ra.label,
+        rb.label,
+        metric,
+        interval.difference,
+        interval.low,
+        interval.high,
+        level,
+        interval.excludes_zero,
+        text,
+    )
 
 
 def pareto(
@@ -171,7 +178,7 @@ def recommend(
         ("size", "model_bytes", max_bytes, "MB", 1e6),
         ("latency", "latency_ms", max_latency_ms, "ms", 1.0),
         ("train time", "train_seconds", max_train_seconds, "s", 1.0),
-    ]  # fmt: skip
+    ]
     fits: list[BenchmarkResult] = []
     excluded: list[str] = []
     for r in results:

@@ -126,9 +126,11 @@ def study_model(path: str | os.PathLike[str]) -> StudyModel | None:
 
 
 def backbone_of(
-    result: BenchmarkResult, *, feature_dim: int | None = None,
+    result: BenchmarkResult,
+    *,
+    feature_dim: int | None = None,
     registry: BackboneRegistry | None = None,
-) -> Backbone:  # fmt: skip
+) -> Backbone:
     """The backbone a recorded classifier was built on: handle, image size, input range.
 
     A registered name keeps its registry metadata, with the record's handle, size and
@@ -145,9 +147,11 @@ def backbone_of(
         base = None
     if base is not None:
         return replace(
-            base, handle=result.handle or base.handle, image_size=int(size or base.image_size),
+            base,
+            handle=result.handle or base.handle,
+            image_size=int(size or base.image_size),
             input_range=(float(low), float(high)),
-        )  # fmt: skip
+        )
     if not size or not result.handle:
         raise BenchmarkError(
             f"The record of {result.label} lacks the backbone's handle or image size, and "
@@ -155,9 +159,14 @@ def backbone_of(
             "(CLI: --backbone NAME)."
         )
     return Backbone(
-        result.backbone, result.handle, int(size), feature_dim or 1, "tf2", False,
+        result.backbone,
+        result.handle,
+        int(size),
+        feature_dim or 1,
+        "tf2",
+        False,
         input_range=(float(low), float(high)),
-    )  # fmt: skip
+    )
 
 
 def load_classifier(path: str | os.PathLike[str]) -> Any:

@@ -45,10 +45,19 @@ METRICS = {
 }
 #: Settings written as hyperparameters (with backbone, mode, seed and image size).
 _SETTINGS = (
-    "epochs", "batch_size", "learning_rate", "optimizer", "warmup_epochs",
-    "fine_tune_learning_rate", "augment", "cache_features", "monitor", "patience",
-    "class_weight", "mixed_precision",
-)  # fmt: skip
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "warmup_epochs",
+    "fine_tune_learning_rate",
+    "augment",
+    "cache_features",
+    "monitor",
+    "patience",
+    "class_weight",
+    "mixed_precision",
+)
 
 
 def _hparams_api() -> Any:
@@ -91,7 +100,7 @@ def write_experiment(root: Path) -> None:
         )
 
 
-class TrialBoard(tf_keras.callbacks.Callback):  # type: ignore[misc]
+class TrialBoard(tf_keras.callbacks.Callback):
     """Writes every fit of one trial (backbone x mode) to one run per seed.
 
     Call :meth:`begin_seed` before each seed's fits, and :meth:`finish` with the result.
@@ -149,9 +158,12 @@ class TrialBoard(tf_keras.callbacks.Callback):  # type: ignore[misc]
             if run is None:
                 continue
             hparams = {
-                "backbone": result.backbone, "mode": result.mode, "seed": seed_run.seed,
-                "image_size": result.image_size or 0, **settings,
-            }  # fmt: skip
+                "backbone": result.backbone,
+                "mode": result.mode,
+                "seed": seed_run.seed,
+                "image_size": result.image_size or 0,
+                **settings,
+            }
             metrics = {
                 "final/val_accuracy": seed_run.val_accuracy,
                 "final/val_balanced_accuracy": seed_run.val_balanced_accuracy,

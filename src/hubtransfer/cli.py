@@ -15,13 +15,16 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hubtransfer._version import __version__
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, HubTransferError
 from hubtransfer.settings import TFLITE_MODES
 from hubtransfer.validation import check_fraction, check_int, check_optional_positive_number
+
+if TYPE_CHECKING:
+    from hubtransfer.tflite import Quantization
 
 __all__ = ["main"]
 
@@ -56,45 +59,77 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fine-tune", action="store_true", help="fine-tune instead of frozen")
     mode.add_argument("--both", action="store_true", help="frozen and fine-tuned")
-    p.add_argument("--report-head", action="store_true",
-                   help="the report's head: Dense(128) + Dropout(0.5)")  # fmt: skip
+    p.add_argument(
+        "--report-head", action="store_true", help="the report's head: Dense(128) + Dropout(0.5)"
+    )
     p.add_argument("--augment", action="store_true", help="random resized crop + flip")
     p.add_argument("--no-cache", action="store_true", help="run the backbone every epoch")
-    p.add_argument("--out", type=Path, default=Path("hubtransfer-results"),
-                   help="results directory (JSON, CSV, Markdown, PNG)")  # fmt: skip
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep finished results in --out (default: on)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("hubtransfer-results"),
+        help="results directory (JSON, CSV, Markdown, PNG)",
+    )
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep finished results in --out (default: on)",
+    )
     p.add_argument(
         "--offline-dir", type=Path, help="use untrained local stand-ins exported there (offline)"
     )
     p.add_argument("--data-dir", type=Path, help="TFDS data_dir")
     p.add_argument("--download", action="store_true", help="let TFDS download the dataset")
     p.add_argument("--validation-fraction", type=float, default=DEFAULTS.validation_fraction)
-    p.add_argument("--test-fraction", type=float, default=0.0,
-                   help="hold out this share of each class as a test split (image folders)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of each class as a test split (image folders)",
+    )
     p.add_argument("--test-split", help="TFDS split expression of a held-out test split")
-    p.add_argument("--monitor", choices=("val_loss", "val_accuracy"), default="val_loss",
-                   help="what picks the epoch whose model is kept (default: val_loss)")
-    p.add_argument("--patience", type=int,
-                   help="stop a run after N epochs without improvement")
-    p.add_argument("--class-weight", choices=("balanced",),
-                   help="weight classes inverse to their frequency (imbalanced data)")
+    p.add_argument(
+        "--monitor",
+        choices=("val_loss", "val_accuracy"),
+        default="val_loss",
+        help="what picks the epoch whose model is kept (default: val_loss)",
+    )
+    p.add_argument("--patience", type=int, help="stop a run after N epochs without improvement")
+    p.add_argument(
+        "--class-weight",
+        choices=("balanced",),
+        help="weight classes inverse to their frequency (imbalanced data)",
+    )
     p.add_argument("--export", default="", help="TFLite modes to measure: dynamic,float16,int8")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--seeds", type=int, default=1, help="repeat each run with N seeds")
     fan = p.add_mutually_exclusive_group()
-    fan.add_argument("--workers", type=int,
-                     help="run trials in N local processes (each gets its share of the cores)")
-    fan.add_argument("--scheduler", metavar="ADDRESS",
-                     help="run trials on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
-                     "(pip install 'hubtransfer[dask]'; workers need the data and models "
-                     "at the same paths)")  # fmt: skip
-    p.add_argument("--save-models", action="store_true",
-                   help="save each classifier to --out/models/*.h5 (for export)")  # fmt: skip
+    fan.add_argument(
+        "--workers",
+        type=int,
+        help="run trials in N local processes (each gets its share of the cores)",
+    )
+    fan.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run trials on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
+        "(pip install 'hubtransfer[dask]'; workers need the data and models "
+        "at the same paths)",
+    )
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="save each classifier to --out/models/*.h5 (for export)",
+    )
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
-    p.add_argument("--tensorboard", type=Path, metavar="DIR",
-                   help="write a TensorBoard run per trial there (scalars per epoch, "
-                   "hyperparameters and final metrics for the HParams view)")  # fmt: skip
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="write a TensorBoard run per trial there (scalars per epoch, "
+        "hyperparameters and final metrics for the HParams view)",
+    )
 
     p = sub.add_parser("report", help="table, Pareto front and recommendation of a saved study")
     p.add_argument("dir", type=Path, help="the --out / output_dir of a benchmark")
@@ -102,54 +137,87 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size-mb", type=float)
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--max-train-seconds", type=float)
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                   help="compare two results: backbone or backbone/mode")  # fmt: skip
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare two results: backbone or backbone/mode",
+    )
     p.add_argument("--plot", type=Path, help="also write the plot to this PNG")
-    p.add_argument("--per-class", action="store_true",
-                   help="per-class precision, recall, F1 and confusion matrices")
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="per-class precision, recall, F1 and confusion matrices",
+    )
 
     p = sub.add_parser(
-        "export", help="export a saved classifier (.h5), or a study's best, to TFLite or serving",
+        "export",
+        help="export a saved classifier (.h5), or a study's best, to TFLite or serving",
         description="Export MODEL.h5, or with --best the model `report --recommend` picks in a "
         "study folder (run with --save-models), to TFLite and/or a serving SavedModel.",
-    )  # fmt: skip
-    p.add_argument("model", type=Path, metavar="MODEL_OR_STUDY",
-                   help="a classifier saved as .h5 or .keras; with --best, a study folder")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output .tflite file or SavedModel directory (with --best and both "
-                   "--tflite and --saved-model: a directory for both)")  # fmt: skip
-    p.add_argument("--tflite", nargs="?", const="float32", choices=TFLITE_MODES, metavar="MODE",
-                   help="write a .tflite file; MODE: float32 (default), dynamic, float16, int8")
+    )
+    p.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL_OR_STUDY",
+        help="a classifier saved as .h5 or .keras; with --best, a study folder",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .tflite file or SavedModel directory (with --best and both "
+        "--tflite and --saved-model: a directory for both)",
+    )
+    p.add_argument(
+        "--tflite",
+        nargs="?",
+        const="float32",
+        choices=TFLITE_MODES,
+        metavar="MODE",
+        help="write a .tflite file; MODE: float32 (default), dynamic, float16, int8",
+    )
     p.add_argument("--saved-model", action="store_true", help="write a serving SavedModel")
-    p.add_argument("--quantization", choices=("dynamic", "float16", "int8"),
-                   help="same as --tflite MODE")
-    p.add_argument("--best", action="store_true",
-                   help="export the study's recommended model (within --max-size-mb, "
-                   "--max-latency-ms), with a labels file, and measure its agreement")
+    p.add_argument(
+        "--quantization", choices=("dynamic", "float16", "int8"), help="same as --tflite MODE"
+    )
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="export the study's recommended model (within --max-size-mb, "
+        "--max-latency-ms), with a labels file, and measure its agreement",
+    )
     p.add_argument("--max-size-mb", type=float, help="with --best: size budget")
     p.add_argument("--max-latency-ms", type=float, help="with --best: latency budget")
-    p.add_argument("--agreement-images", type=int, default=100,
-                   help="with --best: images compared with the Keras model (default: 100)")
+    p.add_argument(
+        "--agreement-images",
+        type=int,
+        default=100,
+        help="with --best: images compared with the Keras model (default: 100)",
+    )
     p.add_argument("--backbone", help="backbone the model was built on (int8, serving)")
     p.add_argument("--calibration-data", type=Path, help="image folder for int8 calibration")
     p.add_argument("--class-names", help="comma-separated, for --saved-model")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier hubtransfer export at --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier hubtransfer export at --out"
+    )
 
     p = sub.add_parser(
-        "predict", help="top classes of images with a saved or exported model",
+        "predict",
+        help="top classes of images with a saved or exported model",
         description="Print the top-k classes and probabilities of each image. Images are "
         "decoded as in training (Pillow, EXIF orientation applied). Unreadable files are "
         "reported with the reason and skipped; the exit status is 0 when any image was "
         "predicted, 2 when none was.",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "model", type=Path,
+        "model",
+        type=Path,
         help="a classifier .h5 (its backbone from --backbone, or from the study record when "
         "it sits in a study's models/ folder), a serving SavedModel directory (export "
         "--saved-model), or a .tflite (labels from NAME.labels.txt or labels.txt beside it, "
         "or --labels; backbone from NAME.backbone.json beside it, or --backbone)",
-    )  # fmt: skip
+    )
     p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
     p.add_argument("--backbone", help="backbone the model was built on (resize and scale)")
     p.add_argument("--labels", type=Path, help="labels file: one class per line, in order")
@@ -170,8 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="two backbones, fewer images (~2 min)")
     for command in sub.choices.values():
         # SUPPRESS: a subcommand's default must not undo a --quiet given before it.
-        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                             help=_QUIET_HELP)  # fmt: skip
+        command.add_argument(
+            "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
+        )
     return parser
 
 
@@ -189,10 +258,18 @@ def _dataset(args: argparse.Namespace) -> Any:
     import hubtransfer as ht
 
     if args.dataset.startswith("tfds:"):
-        return ht.load_tfds(args.dataset[5:], data_dir=args.data_dir, download=args.download,
-                            test_split=args.test_split)  # fmt: skip
-    return ht.load_image_folder(args.dataset, validation_fraction=args.validation_fraction,
-                                test_fraction=args.test_fraction, seed=args.seed)  # fmt: skip
+        return ht.load_tfds(
+            args.dataset[5:],
+            data_dir=args.data_dir,
+            download=args.download,
+            test_split=args.test_split,
+        )
+    return ht.load_image_folder(
+        args.dataset,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
@@ -209,10 +286,16 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
         return 0
     rows = [("name", "format", "fine-tunable", "size", "features", "params")]
     rows += [
-        (b.name, b.hub_format, "yes" if b.fine_tunable else "no", str(b.image_size),
-         str(b.feature_dim), f"{b.params:,}" if b.params else "-")
+        (
+            b.name,
+            b.hub_format,
+            "yes" if b.fine_tunable else "no",
+            str(b.image_size),
+            str(b.feature_dim),
+            f"{b.params:,}" if b.params else "-",
+        )
         for b in backbones
-    ]  # fmt: skip
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -231,11 +314,19 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     fine_tune: FineTune = "both" if args.both else bool(args.fine_tune)
     head = ht.REPORT_HEAD if args.report_head else None
     make_settings(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        head=head, augment=args.augment, cache_features=not args.no_cache, seed=args.seed,
-        seeds=args.seeds, export=exports, monitor=args.monitor, patience=args.patience,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        head=head,
+        augment=args.augment,
+        cache_features=not args.no_cache,
+        seed=args.seed,
+        seeds=args.seeds,
+        export=exports,
+        monitor=args.monitor,
+        patience=args.patience,
         class_weight=args.class_weight,
-    )  # fmt: skip
+    )
     modes_of(fine_tune)
     check_fraction("validation_fraction (--validation-fraction)", args.validation_fraction)
     check_fraction("test_fraction (--test-fraction)", args.test_fraction)
@@ -281,19 +372,39 @@ def _executor(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
 
 
 def _run_benchmark(
-    args: argparse.Namespace, specs: Any, data: Any, fine_tune: Any, head: Any,
-    exports: tuple[str, ...], executor: Any,
-) -> Any:  # fmt: skip
+    args: argparse.Namespace,
+    specs: Any,
+    data: Any,
+    fine_tune: Any,
+    head: Any,
+    exports: tuple[str, ...],
+    executor: Any,
+) -> Any:
     import hubtransfer as ht
 
     return ht.benchmark(
-        specs, data, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, fine_tune=fine_tune, head=head, augment=args.augment,
-        cache_features=not args.no_cache, output_dir=args.out, resume=args.resume,
-        seed=args.seed, seeds=args.seeds, verbose=1 if args.verbose else 0, export=exports,
-        save_models=args.save_models, monitor=args.monitor, patience=args.patience,
-        class_weight=args.class_weight, tensorboard_dir=args.tensorboard, executor=executor,
-    )  # fmt: skip
+        specs,
+        data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        fine_tune=fine_tune,
+        head=head,
+        augment=args.augment,
+        cache_features=not args.no_cache,
+        output_dir=args.out,
+        resume=args.resume,
+        seed=args.seed,
+        seeds=args.seeds,
+        verbose=1 if args.verbose else 0,
+        export=exports,
+        save_models=args.save_models,
+        monitor=args.monitor,
+        patience=args.patience,
+        class_weight=args.class_weight,
+        tensorboard_dir=args.tensorboard,
+        executor=executor,
+    )
 
 
 def _plot(report: Any, path: Path) -> None:
@@ -357,9 +468,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 )
             calibration = ht.load_image_folder(args.calibration_data, validation_fraction=0.0)
         path = ht.export_tflite(
-            model, args.out, quantization=quantization,  # type: ignore[arg-type]
-            representative_data=calibration, backbone=args.backbone, overwrite=args.overwrite,
-        )  # fmt: skip
+            model,
+            args.out,
+            quantization=cast("Quantization | None", quantization),
+            representative_data=calibration,
+            backbone=args.backbone,
+            overwrite=args.overwrite,
+        )
     print(f"Wrote {path}")
     return 0
 
@@ -433,9 +548,13 @@ def _cmd_export_best(args: argparse.Namespace) -> int:
                 )
             calibration = sample
         path = ht.export_tflite(
-            model, tflite_path, quantization=quantization,  # type: ignore[arg-type]
-            representative_data=calibration, backbone=spec, overwrite=args.overwrite,
-        )  # fmt: skip
+            model,
+            tflite_path,
+            quantization=cast("Quantization | None", quantization),
+            representative_data=calibration,
+            backbone=spec,
+            overwrite=args.overwrite,
+        )
         atomic_write_text(labels_path, labels_text)
         backbone = {**dataclasses.asdict(spec), "class_names": list(picked.class_names)}
         atomic_write_text(spec_path, json.dumps(backbone, indent=2) + "\n")
@@ -444,25 +563,33 @@ def _cmd_export_best(args: argparse.Namespace) -> int:
             print(f"Agreement with the Keras model: not measured ({source}).")
         else:
             scored = ht.evaluate_tflite(
-                path, sample, backbone=spec, model=model, split="train",
+                path,
+                sample,
+                backbone=spec,
+                model=model,
+                split="train",
                 max_examples=args.agreement_images,
-            )  # fmt: skip
+            )
             print(
                 f"Agreement with the Keras model: {scored.agreement:.1%} of {scored.examples} "
                 f"images from {source}; {scored.ms_per_image:.2f} ms/image in the interpreter."
             )
     if args.saved_model:
         path = ht.export_saved_model(
-            model, serving_path, backbone=spec, class_names=picked.class_names,
+            model,
+            serving_path,
+            backbone=spec,
+            class_names=picked.class_names,
             overwrite=args.overwrite,
-        )  # fmt: skip
+        )
         print(f"Wrote {path}: {_size(path)}, serving SavedModel; labels: {path / 'labels.txt'}")
         if sample is None:
             print(f"Agreement with the Keras model: not measured ({source}).")
         else:
             agreement, seen = serving_agreement(path, model, sample, spec, args.agreement_images)
-            print(f"Agreement with the Keras model: {agreement:.1%} of {seen} images from "
-                  f"{source}.")  # fmt: skip
+            print(
+                f"Agreement with the Keras model: {agreement:.1%} of {seen} images from {source}."
+            )
     return 0
 
 
@@ -474,15 +601,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = BenchmarkReport.load(args.dir)
     print(report.to_markdown(per_class=args.per_class))
     front = report.pareto()
-    print("Pareto front (accuracy, train time, size): "
-          + (", ".join(r.label for r in front) or "none"))  # fmt: skip
+    print(
+        "Pareto front (accuracy, train time, size): "
+        + (", ".join(r.label for r in front) or "none")
+    )
     if args.compare:
         print(report.compare(*args.compare).text)
     if args.recommend:
         advice = report.recommend(
-            max_model_mb=args.max_size_mb, max_latency_ms=args.max_latency_ms,
+            max_model_mb=args.max_size_mb,
+            max_latency_ms=args.max_latency_ms,
             max_train_seconds=args.max_train_seconds,
-        )  # fmt: skip
+        )
         print(advice.reason)
     if args.plot:
         _plot(report, args.plot)
@@ -522,8 +652,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "WebP), folders of them, or globs such as 'photos/*.jpg'."
         )
     if failed:
-        print(f"hubtransfer: {len(failed)} of {len(predictions)} file(s) could not be read "
-              "and were skipped (reasons above).", file=sys.stderr)  # fmt: skip
+        print(
+            f"hubtransfer: {len(failed)} of {len(predictions)} file(s) could not be read "
+            "and were skipped (reasons above).",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -535,16 +668,20 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     if args.action == "clear":
         removed, freed = store.clear()
         noun = "entry" if removed == 1 else "entries"
-        print(f"Removed {removed} feature store {noun} ({freed / 1e6:.1f} MB) from "
-              f"{store.directory}; nothing else there was touched.")  # fmt: skip
+        print(
+            f"Removed {removed} feature store {noun} ({freed / 1e6:.1f} MB) from "
+            f"{store.directory}; nothing else there was touched."
+        )
         return 0
     print(f"Feature store: {store.directory} (set HUBTRANSFER_CACHE_DIR to move it)")
     print(f"Entries: {len(entries)}, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
     for e in entries:
         m = e.metadata
-        print(f"  {m.get('backbone', '?')}  {m.get('split', '?')}  {m.get('images', '?')} images x "
-              f"{m.get('feature_dim', '?')}  {e.bytes / 1e6:.1f} MB  {m.get('created', '')}  "
-              f"{e.key[:12]}")  # fmt: skip
+        print(
+            f"  {m.get('backbone', '?')}  {m.get('split', '?')}  {m.get('images', '?')} images x "
+            f"{m.get('feature_dim', '?')}  {e.bytes / 1e6:.1f} MB  {m.get('created', '')}  "
+            f"{e.key[:12]}"
+        )
     return 0
 
 
@@ -633,8 +770,11 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"hubtransfer: unexpected {type(exc).__name__}: {exc} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)  # fmt: skip
+        print(
+            f"hubtransfer: unexpected {type(exc).__name__}: {exc} (rerun with --debug for "
+            "the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

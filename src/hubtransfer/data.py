@@ -292,9 +292,14 @@ def load_tfds(
         fingerprint=fingerprint,
         recipe=DataRecipe(
             "tfds",
-            (("name", name), ("splits", tuple(splits)),
-             ("data_dir", None if data_dir is None else os.fspath(data_dir)),
-             ("image_key", image_key), ("label_key", label_key), ("test_split", test_split)),
+            (
+                ("name", name),
+                ("splits", tuple(splits)),
+                ("data_dir", None if data_dir is None else os.fspath(data_dir)),
+                ("image_key", image_key),
+                ("label_key", label_key),
+                ("test_split", test_split),
+            ),
         ),
     )
 
@@ -791,9 +796,14 @@ def load_image_folder(
         fingerprint=fingerprint,
         recipe=DataRecipe(
             "image_folder",
-            (("path", str(root)), ("validation_fraction", validation_fraction),
-             ("seed", seed), ("test_fraction", test_fraction),
-             ("max_image_size", max_image_size), ("memory_limit_bytes", memory_limit_bytes),
-             ("cache_dir", None if cache_dir is None else os.fspath(cache_dir))),
+            (
+                ("path", str(root)),
+                ("validation_fraction", validation_fraction),
+                ("seed", seed),
+                ("test_fraction", test_fraction),
+                ("max_image_size", max_image_size),
+                ("memory_limit_bytes", memory_limit_bytes),
+                ("cache_dir", None if cache_dir is None else os.fspath(cache_dir)),
+            ),
         ),
     )

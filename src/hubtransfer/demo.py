@@ -46,8 +46,12 @@ class DemoSettings:
 
     images_per_class: int = 100
     backbones: tuple[str, ...] = (
-        "mobilenet_v2", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-    )  # fmt: skip
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b2",
+        "efficientnet_b3",
+    )
     fine_tune: tuple[str, ...] = ("mobilenet_v2",)
     epochs: int = 10
     fine_tune_epochs: int = 2
@@ -104,8 +108,10 @@ def run_demo(
     import hubtransfer as ht
 
     data = ht.load_image_folder(write_demo_images(out / "images", settings.images_per_class))
-    say(f"Data: {data.counts.train} train / {data.counts.validation} validation images "
-        f"in {out / 'images'}")  # fmt: skip
+    say(
+        f"Data: {data.counts.train} train / {data.counts.validation} validation images "
+        f"in {out / 'images'}"
+    )
     specs = {}
     for name in dict.fromkeys(settings.backbones + settings.fine_tune):
         say(f"Preparing stand-in backbone {name} (reused if already exported)")
@@ -115,16 +121,25 @@ def run_demo(
         )
     say(f"Frozen study: {', '.join(settings.backbones)}, {settings.epochs} epochs")
     frozen = ht.benchmark(
-        [specs[n] for n in settings.backbones], data, epochs=settings.epochs,
-        head=ht.REPORT_HEAD, output_dir=out,
-    )  # fmt: skip
-    say(f"Fine-tuning: {', '.join(settings.fine_tune)}, {settings.warmup_epochs} warm-up + "
-        f"{settings.fine_tune_epochs} epochs")  # fmt: skip
-    tuned = ht.benchmark(
-        [specs[n] for n in settings.fine_tune], data, epochs=settings.fine_tune_epochs,
-        warmup_epochs=settings.warmup_epochs, fine_tune=True, head=ht.REPORT_HEAD,
+        [specs[n] for n in settings.backbones],
+        data,
+        epochs=settings.epochs,
+        head=ht.REPORT_HEAD,
         output_dir=out,
-    )  # fmt: skip
+    )
+    say(
+        f"Fine-tuning: {', '.join(settings.fine_tune)}, {settings.warmup_epochs} warm-up + "
+        f"{settings.fine_tune_epochs} epochs"
+    )
+    tuned = ht.benchmark(
+        [specs[n] for n in settings.fine_tune],
+        data,
+        epochs=settings.fine_tune_epochs,
+        warmup_epochs=settings.warmup_epochs,
+        fine_tune=True,
+        head=ht.REPORT_HEAD,
+        output_dir=out,
+    )
     report = BenchmarkReport(frozen.results + tuned.results)
     report.save(out)
     try:

@@ -141,10 +141,10 @@ def check_executor(executor: object) -> Executor:
         and context.get_start_method() == "fork"
     ):
         raise ConfigurationError(
-                "A ProcessPoolExecutor that forks can hang: TensorFlow does not survive a "
-                "fork after it started. Create it with "
-                "mp_context=multiprocessing.get_context('spawn') (or 'forkserver')."
-            )
+            "A ProcessPoolExecutor that forks can hang: TensorFlow does not survive a "
+            "fork after it started. Create it with "
+            "mp_context=multiprocessing.get_context('spawn') (or 'forkserver')."
+        )
     return executor
 
 
@@ -159,8 +159,9 @@ def _limit_threads(threads: int) -> None:
         logger.warning(
             "Could not limit this worker to %d thread(s): TensorFlow was already running "
             "in it. Keep a script's work under `if __name__ == '__main__':` so spawned "
-            "workers do not run it.", threads,
-        )  # fmt: skip
+            "workers do not run it.",
+            threads,
+        )
 
 
 def local_executor(workers: int) -> ProcessPoolExecutor:

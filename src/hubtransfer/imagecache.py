@@ -102,9 +102,11 @@ class ImageCache:
             return np.asarray(images[int(i)])
 
         dataset = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(list(indices), tf.int64, shape=[len(indices)]),
-             tf.constant(list(labels), tf.int64, shape=[len(labels)]))
-        )  # fmt: skip
+            (
+                tf.constant(list(indices), tf.int64, shape=[len(indices)]),
+                tf.constant(list(labels), tf.int64, shape=[len(labels)]),
+            )
+        )
         if shuffle_seed is not None and len(indices) > 1:
             dataset = dataset.shuffle(
                 len(indices), seed=shuffle_seed, reshuffle_each_iteration=True

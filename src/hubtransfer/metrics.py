@@ -89,10 +89,11 @@ class SplitMetrics:
         """A per-class table with the confusion matrix's rows."""
         names = [c.name for c in self.per_class]
         lines = [
-            "| class | precision | recall | F1 | support | " + " | ".join(
-                f"pred {n}" for n in names) + " |",
+            "| class | precision | recall | F1 | support | "
+            + " | ".join(f"pred {n}" for n in names)
+            + " |",
             "|---|---|---|---|---|" + "---|" * len(names),
-        ]  # fmt: skip
+        ]
         for c, row in zip(self.per_class, self.confusion, strict=True):
             lines.append(
                 f"| {c.name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} | "

@@ -11,7 +11,7 @@ import contextlib
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.config import DEFAULTS
@@ -42,7 +42,7 @@ def check_mixed_precision(policy: object) -> MixedPrecision | None:
             f"mixed_precision must be None, {', '.join(map(repr, _POLICIES))}. "
             f"Received: mixed_precision={policy!r}."
         )
-    return policy  # type: ignore[return-value]
+    return cast(MixedPrecision | None, policy)
 
 
 def strategy_scope(strategy: tf.distribute.Strategy | None) -> Any:
@@ -244,10 +244,16 @@ def build_classifier(
     check_mixed_precision(mixed_precision)
     with strategy_scope(strategy):
         return _build(
-            spec, num_classes, head, trainable=trainable, optimizer=optimizer,
-            learning_rate=learning_rate, registry=registry, timeout=timeout,
+            spec,
+            num_classes,
+            head,
+            trainable=trainable,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            registry=registry,
+            timeout=timeout,
             mixed_precision=mixed_precision,
-        )  # fmt: skip
+        )
 
 
 def _build(
@@ -275,6 +281,9 @@ def _build(
     head_model = build_head(spec.feature_dim, num_classes, head, mixed_precision=mixed_precision)
     model = tf_keras.Model(inputs, head_model(features), name=f"{spec.name}_classifier")
     return compile_classifier(
-        model, num_classes, optimizer=optimizer, learning_rate=learning_rate,
+        model,
+        num_classes,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
         mixed_precision=mixed_precision,
-    )  # fmt: skip
+    )

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def _save_reusable(model: tf_keras.Model, size: int, directory: Path) -> None:
     Keras's own SavedModel serialisation traces every layer and takes several times longer.
     """
 
-    @tf.function  # type: ignore[untyped-decorator]
+    @tf.function
     def call(images: tf.Tensor, training: bool = False) -> tf.Tensor:
         return model(images, training=training)
 
@@ -148,7 +148,7 @@ def _stand_in_recipe(directory: Path) -> dict[str, object] | None:
     if marker is not None:
         recipe = marker.get("recipe")
         is_ours = marker.get("kind") == STAND_IN_KIND and isinstance(recipe, dict)
-        return recipe if is_ours else None  # type: ignore[return-value]
+        return cast(dict[str, object], recipe) if is_ours else None
     if not (directory / "saved_model.pb").is_file():
         return None
     try:
@@ -294,9 +294,13 @@ def export_backbone(
 
     try:
         write_directory(
-            target, STAND_IN_KIND, fill, overwrite=True, error=ExportError,
+            target,
+            STAND_IN_KIND,
+            fill,
+            overwrite=True,
+            error=ExportError,
             metadata={"recipe": recipe},
-        )  # fmt: skip
+        )
     except OSError as exc:  # creating the parent or the staging directory
         raise ExportError(
             f"Could not write the {spec.name!r} stand-in to {target}: {exc.strerror or exc}. "

@@ -23,9 +23,13 @@ _CAPTION = (
 
 
 def _tradeoff(
-    axis: Any, report: BenchmarkReport, colours: dict[tuple[str, str], Any], attr: str,
-    xlabel: str, scale: float = 1.0,
-) -> None:  # fmt: skip
+    axis: Any,
+    report: BenchmarkReport,
+    colours: dict[tuple[str, str], Any],
+    attr: str,
+    xlabel: str,
+    scale: float = 1.0,
+) -> None:
     from hubtransfer.analysis import ranking_metric
 
     metric = ranking_metric(report.results)
@@ -37,11 +41,16 @@ def _tradeoff(
             continue
         on_front = r.key in front
         axis.errorbar(
-            x * scale, summary.mean, yerr=summary.half_width or 0.0, fmt="o", capsize=3,
-            color=colours[r.key], markersize=10 if on_front else 7,
+            x * scale,
+            summary.mean,
+            yerr=summary.half_width or 0.0,
+            fmt="o",
+            capsize=3,
+            color=colours[r.key],
+            markersize=10 if on_front else 7,
             markeredgecolor="black" if on_front else colours[r.key],
             markeredgewidth=2 if on_front else 1,
-        )  # fmt: skip
+        )
     axis.set(title=f"Accuracy vs {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel="accuracy")
     axis.margins(0.15)  # keeps markers clear of the title and the frame
     axis.grid(alpha=0.3)
@@ -68,8 +77,15 @@ def _confusion(axis: Any, report: BenchmarkReport) -> None:
         peak = max(max(row) for row in metrics.confusion) or 1
         for i, row in enumerate(metrics.confusion):
             for j, count in enumerate(row):
-                axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > peak / 2 else "black")  # fmt: skip
+                axis.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > peak / 2 else "black",
+                )
     axis.set(xlabel="predicted", ylabel="true")
     axis.set_title(f"Recommended: {best.label}\n{split} confusion matrix", fontsize=10)
 
@@ -90,8 +106,9 @@ def _figure(report: BenchmarkReport) -> Any:
     for r in ok:
         values = [h.val_accuracy for h in r.history if h.val_accuracy is not None]
         curves.plot(range(1, len(values) + 1), values, marker="o", color=colours[r.key])
-    curves.set(title="Validation accuracy per epoch", xlabel="epoch (all phases)",
-               ylabel="accuracy")  # fmt: skip
+    curves.set(
+        title="Validation accuracy per epoch", xlabel="epoch (all phases)", ylabel="accuracy"
+    )
     curves.margins(0.1)
     curves.grid(alpha=0.3)
     feature = [r.feature_seconds or 0.0 for r in ok]
@@ -121,8 +138,14 @@ def _figure(report: BenchmarkReport) -> Any:
     legend_rows = -(-len(handles) // columns)
     bottom = 0.06 + 0.025 * legend_rows
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8,
-                   bbox_to_anchor=(0.5, 0.035), frameon=False)  # fmt: skip
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=columns,
+            fontsize=8,
+            bbox_to_anchor=(0.5, 0.035),
+            frameon=False,
+        )
     fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig

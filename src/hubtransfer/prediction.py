@@ -78,9 +78,9 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def image_files(images: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[
-    tuple[str, str | None]
-]:  # fmt: skip
+def image_files(
+    images: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[tuple[str, str | None]]:
     """Expands files, folders (recursive, hidden entries left out) and glob patterns.
 
     Returns:
@@ -410,5 +410,7 @@ def predict(
             flush()
     if pending:
         flush()
-    return [outcome[path] if reason is None else Prediction(path, error=reason)
-            for path, reason in found]  # fmt: skip
+    return [
+        outcome[path] if reason is None else Prediction(path, error=reason)
+        for path, reason in found
+    ]

@@ -8,6 +8,7 @@ and [0, 1].
 from __future__ import annotations
 
 from hubtransfer._tf import tf
+from hubtransfer.config import DEFAULTS
 from hubtransfer.data import reshuffled
 from hubtransfer.errors import ConfigurationError, DatasetError
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
@@ -72,12 +73,12 @@ def prepare(
     dataset: tf.data.Dataset,
     backbone: str | Backbone,
     *,
-    batch_size: int = 32,
+    batch_size: int = DEFAULTS.batch_size,
     training: bool = False,
     augment: bool = False,
     crop_fraction: float | None = None,
     shuffle_buffer: int | None = None,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     drop_remainder: bool = False,
     registry: BackboneRegistry | None = None,
 ) -> tf.data.Dataset:

@@ -27,9 +27,13 @@ Status = Literal["ok", "skipped", "failed"]
 
 #: Accuracy metrics a result carries per seed, usable for ranking and comparing.
 METRICS = (
-    "test_balanced_accuracy", "test_accuracy", "val_balanced_accuracy", "val_accuracy",
-    "best_val_accuracy", "final_val_accuracy",
-)  # fmt: skip
+    "test_balanced_accuracy",
+    "test_accuracy",
+    "val_balanced_accuracy",
+    "val_accuracy",
+    "best_val_accuracy",
+    "final_val_accuracy",
+)
 
 
 @dataclass(frozen=True)
@@ -200,14 +204,20 @@ class BenchmarkResult:
         runs = self.per_seed or (
             (
                 SeedRun(
-                    self.seed, self.best_val_accuracy, self.final_val_accuracy, 0.0,
-                    self.selected_epoch, self.val_accuracy, self.val_balanced_accuracy,
-                    self.test_accuracy, self.test_balanced_accuracy,
+                    self.seed,
+                    self.best_val_accuracy,
+                    self.final_val_accuracy,
+                    0.0,
+                    self.selected_epoch,
+                    self.val_accuracy,
+                    self.val_balanced_accuracy,
+                    self.test_accuracy,
+                    self.test_balanced_accuracy,
                 ),
             )
             if self.status == "ok"
             else ()
-        )  # fmt: skip
+        )
         return [v for r in runs if (v := getattr(r, metric)) is not None]
 
     @property

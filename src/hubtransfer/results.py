@@ -146,9 +146,12 @@ class BenchmarkReport:
         ``Recommendation(None, reason)``, not an exception.
         """
         return recommend(
-            self.results, max_model_mb=max_model_mb, max_latency_ms=max_latency_ms,
-            max_train_seconds=max_train_seconds, metric=metric,
-        )  # fmt: skip
+            self.results,
+            max_model_mb=max_model_mb,
+            max_latency_ms=max_latency_ms,
+            max_train_seconds=max_train_seconds,
+            metric=metric,
+        )
 
     def to_records(self) -> list[dict[str, Any]]:
         """Every result as a JSON-ready dict."""

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 SERVING_KIND = "serving SavedModel"
 
 
-class _Serving(tf.Module):  # type: ignore[misc]
+class _Serving(tf.Module):
     """uint8 images of any size -> resize/scale for the backbone -> probabilities."""
 
     def __init__(self, model: tf_keras.Model, spec: Backbone, class_names: tuple[str, ...]):
@@ -35,7 +35,7 @@ class _Serving(tf.Module):  # type: ignore[misc]
         self.class_names = tf.constant(list(class_names))
         self.binary = len(class_names) == 2
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])  # type: ignore[untyped-decorator]
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         # The one preprocessing implementation: the same resize, clip and scale as training.
         scaled = preprocess_image(images, self._spec)
@@ -104,9 +104,13 @@ def export_saved_model(
 
     try:
         return write_directory(
-            target, SERVING_KIND, fill, overwrite=overwrite, error=ExportError,
+            target,
+            SERVING_KIND,
+            fill,
+            overwrite=overwrite,
+            error=ExportError,
             metadata={"backbone": spec.name, "classes": len(names)},
-        )  # fmt: skip
+        )
     except OSError as exc:  # creating the parent or the staging directory
         raise ExportError(
             f"Could not write the serving SavedModel to {target}: "

@@ -176,11 +176,19 @@ def make_settings(
 def _check_class_weight(class_weight: object) -> None:
     if class_weight is None or class_weight == "balanced":
         return
-    if isinstance(class_weight, dict) and class_weight and all(
-        isinstance(k, (str, int)) and not isinstance(k, bool)
-        and not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
-        for k, v in class_weight.items()
-    ):  # fmt: skip
+    if (
+        isinstance(class_weight, dict)
+        and class_weight
+        and all(
+            isinstance(k, (str, int))
+            and not isinstance(k, bool)
+            and not isinstance(v, bool)
+            and isinstance(v, (int, float))
+            and math.isfinite(v)
+            and v > 0
+            for k, v in class_weight.items()
+        )
+    ):
         return
     raise ConfigurationError(
         "class_weight must be None, 'balanced' (weights inverse to class frequency), or a "
@@ -209,8 +217,9 @@ def resolve_class_weight(
     _check_class_weight(class_weight)
     weights = [1.0] * len(class_names)
     for key, value in cast(dict[object, float], class_weight).items():
-        index = key if isinstance(key, int) else (
-            class_names.index(key) if key in class_names else -1)  # fmt: skip
+        index = (
+            key if isinstance(key, int) else (class_names.index(key) if key in class_names else -1)
+        )
         if not 0 <= index < len(class_names):
             raise ConfigurationError(
                 f"class_weight names class {key!r}, which the data does not have. Allowed: "

@@ -28,12 +28,29 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 
 _CSV_COLUMNS = (
-    "backbone", "mode", "status", "best_val_accuracy", "final_val_accuracy",
-    "train_seconds", "feature_seconds", "head_seconds", "model_bytes", "params_total",
-    "params_trainable", "latency_ms", "throughput", "image_size", "seed", "error",
-    "selected_epoch", "val_accuracy", "val_balanced_accuracy", "test_accuracy",
-    "test_balanced_accuracy", "features_from_store",
-)  # fmt: skip
+    "backbone",
+    "mode",
+    "status",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "train_seconds",
+    "feature_seconds",
+    "head_seconds",
+    "model_bytes",
+    "params_total",
+    "params_trainable",
+    "latency_ms",
+    "throughput",
+    "image_size",
+    "seed",
+    "error",
+    "selected_epoch",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "test_accuracy",
+    "test_balanced_accuracy",
+    "features_from_store",
+)
 
 
 def append_result(path: Path, result: BenchmarkResult) -> None:
@@ -100,8 +117,10 @@ def read_results(path: Path) -> list[BenchmarkResult]:
         logger.warning(
             "%s: skipped %d line(s) that are not results (line %s): torn by an interrupted "
             "write or edited by hand. Their runs are redone on resume.",
-            path, len(bad), shown,
-        )  # fmt: skip
+            path,
+            len(bad),
+            shown,
+        )
     return results
 
 

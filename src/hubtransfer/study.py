@@ -59,6 +59,7 @@ __all__ = ["benchmark"]
 
 logger = logging.getLogger(__name__)
 
+
 def _config(spec: Backbone, mode: Mode, data: ImageData, settings: StudySettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "backbone": spec.name,
@@ -207,13 +208,24 @@ def benchmark(
     """
     # Every argument is checked here, before anything is loaded, trained or written.
     settings = make_settings(
-        epochs=epochs, batch_size=batch_size, cache_features=cache_features, head=head,
-        optimizer=optimizer, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
-        fine_tune_learning_rate=fine_tune_learning_rate, augment=augment, seed=seed,
-        seeds=seeds, export=export, mixed_precision=mixed_precision,
+        epochs=epochs,
+        batch_size=batch_size,
+        cache_features=cache_features,
+        head=head,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        augment=augment,
+        seed=seed,
+        seeds=seeds,
+        export=export,
+        mixed_precision=mixed_precision,
         strategy=None if strategy is None else type(strategy).__name__,
-        monitor=monitor, patience=patience, class_weight=class_weight,
-    )  # fmt: skip
+        monitor=monitor,
+        patience=patience,
+        class_weight=class_weight,
+    )
     modes = cast(list[Mode], list(modes_of(fine_tune)))
     specs = [
         resolve_backbone(b, registry)
@@ -250,14 +262,29 @@ def benchmark(
             "models in memory."
         )
     runtime = _Runtime(
-        callbacks=tuple(callbacks or ()), verbose=verbose, measure_latency=measure_latency,
-        save_models=save_models, keep_models=keep_models,
-        memory_limit_bytes=memory_limit_bytes, strategy=strategy, registry=registry,
-        tensorboard=board, store=store,
-        executor=None if executor is None else _check_fanout(executor, data, runtime_args={
-            "callbacks": callbacks, "keep_models": keep_models, "strategy": strategy,
-            "tensorboard_dir": tensorboard_dir}),
-    )  # fmt: skip
+        callbacks=tuple(callbacks or ()),
+        verbose=verbose,
+        measure_latency=measure_latency,
+        save_models=save_models,
+        keep_models=keep_models,
+        memory_limit_bytes=memory_limit_bytes,
+        strategy=strategy,
+        registry=registry,
+        tensorboard=board,
+        store=store,
+        executor=None
+        if executor is None
+        else _check_fanout(
+            executor,
+            data,
+            runtime_args={
+                "callbacks": callbacks,
+                "keep_models": keep_models,
+                "strategy": strategy,
+                "tensorboard_dir": tensorboard_dir,
+            },
+        ),
+    )
     if output_dir is None:
         return _run_study(specs, modes, data, settings, None, runtime, resume=resume)
     out = check_writable_dir(output_dir, "output_dir")
@@ -278,8 +305,7 @@ def _check_fanout(executor: object, data: ImageData, runtime_args: dict[str, obj
     for name, why in unsupported.items():
         if runtime_args[name]:
             raise ConfigurationError(
-                f"executor= cannot be combined with {why}. Drop {name}, or run without "
-                "an executor."
+                f"executor= cannot be combined with {why}. Drop {name}, or run without an executor."
             )
     if data.recipe is None:
         raise ConfigurationError(
@@ -462,11 +488,17 @@ def _run_in_process(
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         for spec in dict.fromkeys(t.spec for t in todo):  # a backbone's modes share a Run
             run = Run(
-                spec, data, settings, callbacks=list(runtime.callbacks),
-                verbose=runtime.verbose, memory_limit_bytes=runtime.memory_limit_bytes,
-                spill_dir=Path(spill), registry=runtime.registry, strategy=runtime.strategy,
+                spec,
+                data,
+                settings,
+                callbacks=list(runtime.callbacks),
+                verbose=runtime.verbose,
+                memory_limit_bytes=runtime.memory_limit_bytes,
+                spill_dir=Path(spill),
+                registry=runtime.registry,
+                strategy=runtime.strategy,
                 store=runtime.store,
-            )  # fmt: skip
+            )
             run.class_weight = None if weights is None else dict(enumerate(weights))
             for trial in (t for t in todo if t.spec == spec):
                 collector.progress.start(trial)
@@ -477,10 +509,15 @@ def _run_in_process(
                 )
                 run.callbacks = [*runtime.callbacks, *([board] if board else [])]
                 result, model = run_trial(
-                    run, trial.mode, trial.config, trial.config_id, machine,
-                    runtime.measure_latency, trial.model_path,
+                    run,
+                    trial.mode,
+                    trial.config,
+                    trial.config_id,
+                    machine,
+                    runtime.measure_latency,
+                    trial.model_path,
                     on_seed=None if board is None else board.begin_seed,
-                )  # fmt: skip
+                )
                 if board is not None:
                     board.finish(result)
                 collector.finish(trial, result, model)
@@ -504,15 +541,21 @@ def _run_on_executor(
         raise ConfigurationError("executor= needs data loaded with load_image_folder/load_tfds")
     tasks = {
         trial.index: TrialTask(
-            spec=trial.spec, mode=trial.mode, settings=settings, config=trial.config,
-            config_id=trial.config_id, recipe=data.recipe, fingerprint=data.fingerprint,
-            class_weight=weights, measure_latency=runtime.measure_latency,
+            spec=trial.spec,
+            mode=trial.mode,
+            settings=settings,
+            config=trial.config,
+            config_id=trial.config_id,
+            recipe=data.recipe,
+            fingerprint=data.fingerprint,
+            class_weight=weights,
+            measure_latency=runtime.measure_latency,
             model_path=None if trial.model_path is None else str(trial.model_path),
             memory_limit_bytes=runtime.memory_limit_bytes,
             store=None if runtime.store is None else str(runtime.store.directory),
         )
         for trial in todo
-    }  # fmt: skip
+    }
     pending: dict[Future[BenchmarkResult], tuple[_Planned, int]] = {}
     for trial in todo:
         collector.progress.start(trial)
@@ -530,8 +573,10 @@ def _run_on_executor(
                 if attempt == 1:
                     logger.warning(
                         "%s: the worker failed (%s: %s); trying once more",
-                        collector.progress.label(trial), type(error).__name__, error,
-                    )  # fmt: skip
+                        collector.progress.label(trial),
+                        type(error).__name__,
+                        error,
+                    )
                     try:
                         retry = executor.submit(run_task, tasks[trial.index])
                     except Exception as exc:  # e.g. a broken process pool
@@ -547,11 +592,16 @@ def _run_on_executor(
 
 def _worker_failure(trial: _Planned, error: BaseException, attempts: int) -> BenchmarkResult:
     return BenchmarkResult(
-        trial.spec.name, trial.mode, "failed",
+        trial.spec.name,
+        trial.mode,
+        "failed",
         error=f"the worker failed {attempts} time(s): {type(error).__name__}: {error}",
-        image_size=trial.spec.image_size, handle=trial.spec.handle, config=trial.config,
-        config_id=trial.config_id, seed=int(trial.config.get("seed", 0)),
-    )  # fmt: skip
+        image_size=trial.spec.image_size,
+        handle=trial.spec.handle,
+        config=trial.config,
+        config_id=trial.config_id,
+        seed=int(trial.config.get("seed", 0)),
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -606,9 +656,14 @@ class _Progress:
         else:
             score = result.error or ""
         logger.info(
-            "%s: %s in %s, %s; elapsed %s, %s", self.label(trial), result.status,
-            _duration(took), score, _duration(now - self.began), estimate,
-        )  # fmt: skip
+            "%s: %s in %s, %s; elapsed %s, %s",
+            self.label(trial),
+            result.status,
+            _duration(took),
+            score,
+            _duration(now - self.began),
+            estimate,
+        )
 
 
 def _warn_if_imbalanced(result: BenchmarkResult, settings: StudySettings) -> bool:
@@ -620,10 +675,11 @@ def _warn_if_imbalanced(result: BenchmarkResult, settings: StudySettings) -> boo
         "The classes are imbalanced: validation has %s (largest %.1fx the smallest, over %gx). "
         "Plain accuracy rewards always answering the majority class; results are ranked by "
         "balanced accuracy.%s",
-        supports, metrics.imbalance, IMBALANCE_RATIO,
-        "" if settings.class_weight else " Consider class_weight='balanced' (CLI: "
-        "--class-weight balanced).",
-    )  # fmt: skip
+        supports,
+        metrics.imbalance,
+        IMBALANCE_RATIO,
+        ""
+        if settings.class_weight
+        else " Consider class_weight='balanced' (CLI: --class-weight balanced).",
+    )
     return True
-
-

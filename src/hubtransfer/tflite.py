@@ -176,7 +176,7 @@ def export_tflite(
     target = _tflite_target(path, overwrite)  # before converting: fail in a second, not minutes
     shape = _input_shape(model)
 
-    @tf.function  # type: ignore[untyped-decorator]
+    @tf.function
     def serve(images: tf.Tensor) -> tf.Tensor:
         return model(images, training=False)
 

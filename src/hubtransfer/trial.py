@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def environment() -> dict[str, str]:
     }
 
 
-class _EpochTimer(tf_keras.callbacks.Callback):  # type: ignore[misc]
+class _EpochTimer(tf_keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self.seconds: list[float] = []
@@ -71,7 +71,7 @@ class _EpochTimer(tf_keras.callbacks.Callback):  # type: ignore[misc]
         self.seconds.append(time.perf_counter() - self._start)
 
 
-class _Selector(tf_keras.callbacks.Callback):  # type: ignore[misc]
+class _Selector(tf_keras.callbacks.Callback):
     """Keeps the classifier's weights at its best epoch by ``monitor``, across phases.
 
     The model handed back (returned, saved, exported and scored) is the one from the
@@ -178,7 +178,7 @@ class _NoRetracingWarning(logging.Filter):
 def _latency(model: tf_keras.Model, spec: Backbone) -> tuple[float, float]:
     """Inference ms/image at batch 1 and images/s at batch 32, after warm-up runs."""
 
-    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+    @tf.function(reduce_retracing=True)
     def infer(images: tf.Tensor) -> tf.Tensor:
         return model(images, training=False)
 
@@ -196,8 +196,9 @@ def _time_inference(infer: Callable[[tf.Tensor], tf.Tensor], spec: Backbone) -> 
     rng = np.random.default_rng(0)
     timings = {}
     for batch, (warmup, runs) in _LATENCY_RUNS.items():
-        x = tf.constant(rng.uniform(low, high, (batch, spec.image_size, spec.image_size, 3)),
-                        tf.float32)  # fmt: skip
+        x = tf.constant(
+            rng.uniform(low, high, (batch, spec.image_size, spec.image_size, 3)), tf.float32
+        )
         for _ in range(warmup):
             infer(x).numpy()
         start = time.perf_counter()
@@ -285,10 +286,12 @@ class Run:
     def _compile(self, model: tf_keras.Model, learning_rate: float) -> None:
         with strategy_scope(self.strategy):
             compile_classifier(
-                model, self.data.num_classes, optimizer=self.settings.optimizer,
+                model,
+                self.data.num_classes,
+                optimizer=self.settings.optimizer,
                 learning_rate=learning_rate,
                 mixed_precision=self.settings.mixed_precision,
-            )  # fmt: skip
+            )
 
     def _pipeline(self, *, training: bool, seed: int = 0) -> tf.data.Dataset:
         s = self.settings
@@ -343,18 +346,23 @@ class Run:
                 )
                 if key is not None and self.store is not None:
                     self.store.put(
-                        key, features,
-                        metadata={"backbone": self.spec.name, "handle": self.spec.handle,
-                                  "split": name, "source": self.data.source},
-                    )  # fmt: skip
+                        key,
+                        features,
+                        metadata={
+                            "backbone": self.spec.name,
+                            "handle": self.spec.handle,
+                            "split": name,
+                            "source": self.data.source,
+                        },
+                    )
                 self._features[name] = features
             logger.info(
-                "%s: features of %s images %s in %.1f s", self.spec.name,
+                "%s: features of %s images %s in %.1f s",
+                self.spec.name,
                 " + ".join(str(len(f)) for f in self._features.values()),
-                "read from the feature store" if self.features_from_store
-                else "extracted",
+                "read from the feature store" if self.features_from_store else "extracted",
                 sum(f.seconds for f in self._features.values()),
-            )  # fmt: skip
+            )
         return self._features
 
     @property
@@ -387,7 +395,11 @@ class Run:
         return labels, logits.argmax(-1)
 
     def _fit_end_to_end(
-        self, model: tf_keras.Model, epochs: int, phase: str, seed: int,
+        self,
+        model: tf_keras.Model,
+        epochs: int,
+        phase: str,
+        seed: int,
         extra: Sequence[tf_keras.callbacks.Callback],
     ) -> tuple[list[EpochRecord], float]:
         """Trains the full model, the backbone running every step."""
@@ -402,21 +414,25 @@ class Run:
             self.class_weight,
         )
 
-    def _callbacks(
-        self, selector: _Selector, *, final: bool
-    ) -> list[tf_keras.callbacks.Callback]:
+    def _callbacks(self, selector: _Selector, *, final: bool) -> list[tf_keras.callbacks.Callback]:
         """Selection always; early stopping (``patience``) in the final phase only."""
         patience = self.settings.patience
         if not final or patience is None:
             return [selector]
         stop = tf_keras.callbacks.EarlyStopping(
-            monitor=self.settings.monitor, patience=patience,
+            monitor=self.settings.monitor,
+            patience=patience,
             mode="min" if self.settings.monitor.endswith("loss") else "max",
-        )  # fmt: skip
+        )
         return [selector, stop]
 
     def _train_head_on_features(
-        self, model: tf_keras.Model, epochs: int, phase: str, learning_rate: float, seed: int,
+        self,
+        model: tf_keras.Model,
+        epochs: int,
+        phase: str,
+        learning_rate: float,
+        seed: int,
         extra: Sequence[tf_keras.callbacks.Callback],
     ) -> tuple[list[EpochRecord], float, float]:
         features = self.features(model)
@@ -448,10 +464,14 @@ class Run:
             )
             selector.restore()
             return model, Trained(
-                history, feature_s + head_s, selector.best_epoch, on_features=True,
-                feature_seconds=feature_s, head_seconds=head_s,
+                history,
+                feature_s + head_s,
+                selector.best_epoch,
+                on_features=True,
+                feature_seconds=feature_s,
+                head_seconds=head_s,
                 features_from_store=self.features_from_store,
-            )  # fmt: skip
+            )
         history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed, extra)
         selector.restore()
         return model, Trained(history, seconds, selector.best_epoch, on_features=False)
@@ -486,15 +506,18 @@ class Run:
         # The backbone changed: a warm-up epoch's features are no longer this model's.
         on_features = selector.best_epoch is not None and selector.best_epoch <= len(history)
         return model, Trained(
-            history + tuned, warmup_s + tune_s, selector.best_epoch,
-            on_features=on_features and self.uses_cache, feature_seconds=feature_s,
+            history + tuned,
+            warmup_s + tune_s,
+            selector.best_epoch,
+            on_features=on_features and self.uses_cache,
+            feature_seconds=feature_s,
             head_seconds=head_s,
             features_from_store=self.features_from_store if feature_s is not None else None,
-        )  # fmt: skip
+        )
 
 
 def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int | None]]:
-    from hubtransfer.tflite import evaluate_tflite, export_tflite
+    from hubtransfer.tflite import Quantization, evaluate_tflite, export_tflite
 
     measured: dict[str, dict[str, float | int | None]] = {}
     with tempfile.TemporaryDirectory(prefix="hubtransfer-tflite-") as tmp:
@@ -502,7 +525,7 @@ def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int
             path = export_tflite(
                 model,
                 Path(tmp) / f"{mode}.tflite",
-                quantization=None if mode == "float32" else mode,  # type: ignore[arg-type]
+                quantization=None if mode == "float32" else cast(Quantization, mode),
                 representative_data=run.data if mode == "int8" else None,
                 backbone=run.spec,
             )
@@ -584,14 +607,17 @@ def run_trial(
             test = scored.get("test")
             per_seed.append(
                 SeedRun(
-                    seed, max(accuracies_i) if accuracies_i else None, last.val_accuracy, seconds,
+                    seed,
+                    max(accuracies_i) if accuracies_i else None,
+                    last.val_accuracy,
+                    seconds,
                     selected_epoch=outcome.selected_epoch,
                     val_accuracy=scored["validation"].accuracy,
                     val_balanced_accuracy=scored["validation"].balanced_accuracy,
                     test_accuracy=None if test is None else test.accuracy,
                     test_balanced_accuracy=None if test is None else test.balanced_accuracy,
                 )
-            )  # fmt: skip
+            )
             if model is None:
                 model, measured, metrics = trained, outcome, scored
             else:
@@ -640,4 +666,3 @@ def run_trial(
         return BenchmarkResult(
             status="failed", error=f"{type(exc).__name__}: {exc}", **common
         ), None
-
