@@ -26,6 +26,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_help_lists_commands_without_importing_tensorflow() -> None:
     # --help stays fast because it never imports TensorFlow; the module check is what can
     # fail here (a wall-clock bound would fail on a loaded machine instead).
@@ -53,6 +54,7 @@ def test_backbones_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -76,6 +78,7 @@ def test_errors_are_one_line_without_traceback(args: list[str], message: str) ->
     assert len(ours) == 1 and ours[0].startswith("hubtransfer: error: ")
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_debug_shows_traceback() -> None:
     proc = _run("--debug", "benchmark", "--backbones", "nope", "--dataset", "x")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
@@ -191,6 +194,7 @@ def test_export_command(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_example_runs_on_mock_data(tmp_path: Path) -> None:
     """examples/cats_vs_dogs.py, offline stand-ins at 32 px, one epoch, mock TFDS."""
     import importlib.util

@@ -129,6 +129,7 @@ def test_int8_from_image_data_needs_backbone(
         )
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_serving_saved_model_takes_raw_uint8_of_any_size(
     trained: tf_keras.Model, spec: Backbone, tmp_path: Path
 ) -> None:

@@ -91,6 +91,7 @@ def test_unreadable_log_is_a_benchmark_error(tmp_path: Path) -> None:
         ht.BenchmarkReport.load(tmp_path)
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_concurrent_saves_never_corrupt(tmp_path: Path) -> None:
     report = ht.BenchmarkReport([_result(f"b{i}") for i in range(50)])
     ctx = multiprocessing.get_context("spawn")
@@ -194,6 +195,7 @@ def test_bad_output_dir_fails_before_training(
         ht.benchmark(broken, data, output_dir=out)  # the model would fail to load: not reached
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_second_study_on_one_folder_is_refused(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""

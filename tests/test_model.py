@@ -11,13 +11,16 @@ from hubtransfer.registry import Backbone
 
 
 def test_binary_classifier_has_one_logit_and_learns(tiny_tf2: Backbone) -> None:
-    model = ht.build_classifier(tiny_tf2, 2)
+    # Seeded, and a rate at which the head converges from any initialisation within the
+    # epochs (at 1e-3 some seeds need more than 48 steps to move off the majority class).
+    tf_keras.utils.set_random_seed(0)
+    model = ht.build_classifier(tiny_tf2, 2, learning_rate=5e-2)
     assert isinstance(model, tf_keras.Model)
     assert model.output_shape == (None, 1)
     assert isinstance(model.loss, tf_keras.losses.BinaryCrossentropy)
     assert model.loss.get_config()["from_logits"]
     x, y = colour_images(256)
-    history = model.fit(x[:192], y[:192], epochs=8, verbose=0, validation_data=(x[192:], y[192:]))
+    history = model.fit(x[:192], y[:192], epochs=10, verbose=0, validation_data=(x[192:], y[192:]))
     assert history.history["val_accuracy"][-1] >= 0.9
 
 

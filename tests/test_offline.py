@@ -21,6 +21,7 @@ def small_registry(registry: BackboneRegistry) -> BackboneRegistry:
     return registry
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_export_keeps_hub_contract(tmp_path: Path, small_registry: BackboneRegistry) -> None:
     spec = export_backbone("mobilenet_v2", tmp_path / "mnv2", registry=small_registry)
     assert spec.handle == str((tmp_path / "mnv2").resolve())
@@ -32,6 +33,7 @@ def test_export_keeps_hub_contract(tmp_path: Path, small_registry: BackboneRegis
     assert params == 2_257_984  # keras.applications MobileNetV2, include_top=False
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_mobilenet_v3_export_matches_hub_feature_dim(
     tmp_path: Path, small_registry: BackboneRegistry
 ) -> None:
@@ -40,6 +42,7 @@ def test_mobilenet_v3_export_matches_hub_feature_dim(
     assert model.get_layer("backbone").output_shape == (None, 1024)
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_export_is_reused_unless_rebuild(tmp_path: Path, small_registry: BackboneRegistry) -> None:
     target = tmp_path / "mnv2"
     export_backbone("mobilenet_v2", target, registry=small_registry)
@@ -59,6 +62,7 @@ def test_export_is_reused_unless_rebuild(tmp_path: Path, small_registry: Backbon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2"]  # no staging, no old copy
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_another_recipe_needs_overwrite(tmp_path: Path, small_registry: BackboneRegistry) -> None:
     target = tmp_path / "mnv2"
     export_backbone("mobilenet_v2", target, registry=small_registry)
@@ -79,6 +83,7 @@ def test_another_recipe_needs_overwrite(tmp_path: Path, small_registry: Backbone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2"]
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_stand_in_from_an_older_version_is_reused(
     tmp_path: Path, small_registry: BackboneRegistry
 ) -> None:
@@ -122,12 +127,14 @@ def test_export_onto_a_file_is_refused(tmp_path: Path, small_registry: BackboneR
     assert (tmp_path / "mnv2").read_bytes() == b"x"
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_export_into_an_empty_directory(tmp_path: Path, small_registry: BackboneRegistry) -> None:
     (tmp_path / "mnv2").mkdir()
     spec = export_backbone("mobilenet_v2", tmp_path / "mnv2", registry=small_registry)
     assert (Path(spec.handle) / "saved_model.pb").is_file()
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_calibration_restores_feature_spread(
     tmp_path: Path, small_registry: BackboneRegistry
 ) -> None:

@@ -125,6 +125,7 @@ def test_backbone_is_frozen() -> None:
         ht.get_backbone("mobilenet_v2").image_size = 32  # type: ignore[misc]
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_import_does_not_load_tensorflow() -> None:
     code = (
         "import sys, hubtransfer; hubtransfer.list_backbones(); print('tensorflow' in sys.modules)"

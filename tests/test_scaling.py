@@ -40,6 +40,7 @@ def _python(script: str, *, env: dict[str, str] | None = None, timeout: int = 30
     return proc.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path: Path) -> None:
     model_dir = save_tiny_tf2(tmp_path / "m", 16)
     out = _python(

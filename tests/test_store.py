@@ -149,6 +149,7 @@ def _fill(root: str, key: str, barrier: Any, rounds: int, index: int) -> bool:
     return ok
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_two_processes_filling_one_key_both_succeed_and_one_entry_wins(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     key = _key()

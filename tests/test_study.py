@@ -174,6 +174,7 @@ def test_resume_false_moves_old_log_aside(
     assert len(list(tmp_path.glob("results-*.jsonl"))) == 1
 
 
+@pytest.mark.slow  # starts a process or builds a real architecture
 def test_sigkill_mid_study_loses_no_finished_result(
     models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
 ) -> None:
