@@ -106,6 +106,7 @@ def run_demo(
     ``results.jsonl/.json/.csv/.md`` and ``study.png``.
     """
     import hubtransfer as ht
+    from hubtransfer.sampling import sample_split
 
     data = ht.load_image_folder(write_demo_images(out / "images", settings.images_per_class))
     say(
@@ -115,7 +116,9 @@ def run_demo(
     specs = {}
     for name in dict.fromkeys(settings.backbones + settings.fine_tune):
         say(f"Preparing stand-in backbone {name} (reused if already exported)")
-        batch = next(iter(ht.prepare(data.train, name, batch_size=32)))[0].numpy()
+        # A seeded, class-stratified sample re-estimates BatchNorm: not the first images.
+        sample = sample_split(data, "train", 32, seed=0)
+        batch = next(iter(ht.prepare(sample, name, batch_size=32)))[0].numpy()
         specs[name] = ht.offline.export_backbone(
             name, out / "backbones" / name, calibration_images=batch
         )
