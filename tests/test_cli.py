@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -203,7 +202,6 @@ def test_example_runs_on_mock_data(tmp_path: Path) -> None:
     assert module_spec and module_spec.loader
     example = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(example)
-    start = time.perf_counter()
     with tfds.testing.mock_data(num_examples=16):
         report = example.main(
             [
@@ -227,7 +225,6 @@ def test_example_runs_on_mock_data(tmp_path: Path) -> None:
     ]
     assert report.get("mobilenet_v2").image_size == 32
     assert (tmp_path / "out" / "results.md").exists()
-    assert time.perf_counter() - start < 300
 
 
 @pytest.mark.parametrize(
