@@ -279,3 +279,47 @@ def test_decompression_bomb_is_skipped_with_its_reason(tmp_path: Path) -> None:
         dict(data.counts.skip_reasons)[str(bomb)].startswith("over the pixel cap (> ")
     )
     assert str(bomb) not in data.train_files + data.validation_files
+
+
+def test_resume_after_another_configuration_shows_this_one(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path
+) -> None:
+    """X, then Y, then X again: X is kept (not retrained) and the saved study shows X."""
+    x = {"epochs": 1, "measure_latency": False, "output_dir": tmp_path, "save_models": True}
+    y = {**x, "learning_rate": 5e-2}
+    first = ht.benchmark(spec, data, **x).results[0]  # type: ignore[arg-type]
+    ht.benchmark(spec, data, **y)  # type: ignore[arg-type]
+    model = tmp_path / "models" / "tiny_f_frozen.h5"
+    assert json.loads(model.with_suffix(".json").read_text())["config_id"] != first.config_id
+    again = ht.benchmark(spec, data, **x).results[0]  # type: ignore[arg-type]
+    # The saved model was Y's: X is trained again so that the model matches the record.
+    assert again.config_id == first.config_id and again.train_seconds != first.train_seconds
+    assert ht.BenchmarkReport.load(tmp_path).results[0].config_id == first.config_id
+    assert json.loads(model.with_suffix(".json").read_text())["config_id"] == first.config_id
+    kept = ht.benchmark(spec, data, **x).results[0]  # type: ignore[arg-type]
+    assert kept == again  # now kept: record and model agree
+
+
+def test_output_dir_with_a_users_results_files_is_refused(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path
+) -> None:
+    (tmp_path / "results.csv").write_text("my,own,spreadsheet\n")
+    with pytest.raises(ht.OutputDirectoryError, match="already holds results.csv, which no"):
+        ht.benchmark(spec, data, output_dir=tmp_path, epochs=1)
+    assert (tmp_path / "results.csv").read_text() == "my,own,spreadsheet\n"
+
+
+def test_a_broken_executor_stops_with_the_missing_trials_named(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path
+) -> None:
+    from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
+
+    class Broken(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            future: Future[object] = Future()
+            future.set_exception(BrokenExecutor("a worker died"))
+            return future
+
+    with Broken(1) as pool, pytest.raises(ht.BenchmarkError, match=r"1 trial\(s\) did not run"):
+        ht.benchmark(spec, data, executor=pool, output_dir=tmp_path, epochs=1)
+    assert not (tmp_path / RESULTS_FILE).exists() or not read_results(tmp_path / RESULTS_FILE)

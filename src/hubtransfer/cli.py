@@ -339,10 +339,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         check_tensorboard_dir(args.tensorboard)
     if args.workers is not None:
         check_int("--workers", args.workers)
-        if args.tensorboard is not None:
-            raise ConfigurationError(
-                "--tensorboard is written in-process only; drop --workers or --tensorboard."
-            )
+    if (args.workers is not None or args.scheduler) and args.tensorboard is not None:
+        raise ConfigurationError(
+            "--tensorboard is written in-process only; drop --workers/--scheduler or --tensorboard."
+        )
     with contextlib.ExitStack() as stack:
         executor = _executor(args, stack)
         specs = _backbones(args)

@@ -295,7 +295,7 @@ def load_tfds(
             (
                 ("name", name),
                 ("splits", tuple(splits)),
-                ("data_dir", None if data_dir is None else os.fspath(data_dir)),
+                ("data_dir", None if data_dir is None else str(Path(data_dir).absolute())),
                 ("image_key", image_key),
                 ("label_key", label_key),
                 ("test_split", test_split),

@@ -20,17 +20,17 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from hubtransfer._fs import check_writable_dir, exclusive_lock, unique_sibling
+from hubtransfer._fs import atomic_write_text, check_writable_dir, exclusive_lock, unique_sibling
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.board import TrialBoard, check_tensorboard_dir, write_experiment
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
-from hubtransfer.errors import ConfigurationError
+from hubtransfer.errors import BenchmarkError, ConfigurationError, OutputDirectoryError
 from hubtransfer.fanout import TrialTask, check_executor, run_task
 from hubtransfer.features import DEFAULT_MEMORY_LIMIT_BYTES
 from hubtransfer.metrics import IMBALANCE_RATIO, SplitMetrics
@@ -170,8 +170,10 @@ def benchmark(
         registry: Where names are looked up; the default registry if None.
         monitor: What picks the epoch whose weights each run keeps: ``"val_loss"`` or
             ``"val_accuracy"``. The returned, saved and exported model is that epoch's,
-            and every reported score (``val_accuracy``, ``test_accuracy``, per-class
-            metrics) is that model's.
+            and its scores are reported: with one seed ``val_accuracy``, ``test_accuracy``
+            and the per-class metrics are that model's; with ``seeds > 1`` the model and
+            ``val_metrics``/``test_metrics`` are the first seed's, ``per_seed`` holds each
+            seed's kept-model scores, and ``val_accuracy``/``test_accuracy`` are their means.
         patience: Stop a run's final phase after this many epochs without improvement
             in ``monitor``; None trains every epoch.
         class_weight: None, ``"balanced"`` (weights inverse to class frequency, from one
@@ -287,9 +289,22 @@ def benchmark(
     )
     if output_dir is None:
         return _run_study(specs, modes, data, settings, None, runtime, resume=resume)
-    out = check_writable_dir(output_dir, "output_dir")
+    out = check_writable_dir(output_dir, "output_dir").absolute()  # workers may run elsewhere
+    _check_output_is_ours(out)
     with exclusive_lock(out, "output_dir"):
         return _run_study(specs, modes, data, settings, out, runtime, resume=resume)
+
+
+def _check_output_is_ours(out: Path) -> None:
+    """Refuses a folder whose report files hubtransfer did not write (it would replace them)."""
+    ours = (out / RESULTS_FILE).exists() or (out / ".hubtransfer.lock").exists()
+    theirs = [n for n in ("results.json", "results.csv", "results.md") if (out / n).exists()]
+    if theirs and not ours:
+        raise OutputDirectoryError(
+            f"output_dir {out} already holds {', '.join(theirs)}, which no hubtransfer study "
+            "wrote there (no results.jsonl); a study would replace them. Choose another "
+            "folder, or move those files."
+        )
 
 
 def _check_fanout(executor: object, data: ImageData, runtime_args: dict[str, object]) -> Executor:
@@ -350,16 +365,34 @@ def _check_runtime(
         )
 
 
-def _previous_results(log: Path, resume: bool) -> dict[str, BenchmarkResult]:
-    """Results to keep from an earlier run (resume), or the old log moved aside."""
+def _previous_results(
+    log: Path, resume: bool
+) -> tuple[dict[str, BenchmarkResult], dict[tuple[str, str], str]]:
+    """Results to keep from an earlier run (resume), and the config id each key's last
+    line has (what ``BenchmarkReport.load`` shows); or the old log moved aside."""
     if not log.exists():
-        return {}
+        return {}, {}
     if resume:
-        return {r.config_id: r for r in read_results(log) if r.status in ("ok", "skipped")}
+        logged = read_results(log)
+        latest = {r.key: r.config_id for r in logged}
+        return {r.config_id: r for r in logged if r.status in ("ok", "skipped")}, latest
     aside = unique_sibling(log, f"-{time.strftime('%Y%m%d-%H%M%S')}{log.suffix}")
     os.replace(log, aside)
     logger.info("resume=False: previous results moved to %s", aside)
-    return {}
+    return {}, {}
+
+
+def _model_config(model_path: Path) -> Path:
+    # Beside each saved model: the config id of the result it belongs to.
+    return model_path.with_suffix(".json")
+
+
+def _saved_model_matches(model_path: Path, config_id: str) -> bool:
+    try:
+        record = json.loads(_model_config(model_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return model_path.exists() and isinstance(record, dict) and record.get("config_id") == config_id
 
 
 @dataclass(frozen=True)
@@ -406,8 +439,12 @@ class _Collector:
         self.keep = keep
         self.warned_imbalance = False
 
-    def kept(self, trial: _Planned, result: BenchmarkResult) -> None:
+    def kept(self, trial: _Planned, result: BenchmarkResult, *, relog: bool) -> None:
         logger.info("%s: kept from %s (resume)", self.progress.label(trial), self.log)
+        if relog and self.log is not None:
+            # Another configuration's line came later: log this one again, so the log's
+            # last line per backbone and mode (what a saved study shows) is this study's.
+            append_result(self.log, result)
         self.results[trial.index] = result
 
     def finish(
@@ -415,7 +452,19 @@ class _Collector:
     ) -> None:
         self.progress.end(trial, result)
         if self.log is not None:
-            append_result(self.log, result)
+            try:
+                append_result(self.log, result)
+                if trial.model_path is not None and result.status == "ok":
+                    atomic_write_text(
+                        _model_config(trial.model_path),
+                        json.dumps({"config_id": result.config_id, "key": list(result.key)}),
+                    )
+            except OSError as exc:
+                raise OutputDirectoryError(
+                    f"Could not append to {self.log}: {exc.strerror or exc}. Finished results "
+                    "so far are in it; free space or fix permissions, then rerun with "
+                    "resume=True to run only what is missing."
+                ) from exc
         self.results[trial.index] = result
         if not self.warned_imbalance and result.val_metrics is not None:
             self.warned_imbalance = _warn_if_imbalanced(result, self.settings)
@@ -440,7 +489,7 @@ def _run_study(
 ) -> BenchmarkReport:
     """settings -> plan -> in-process or executor -> results log -> report."""
     log = out / RESULTS_FILE if out is not None else None
-    previous = _previous_results(log, resume) if log is not None else {}
+    previous, latest = _previous_results(log, resume) if log is not None else ({}, {})
     weights = (
         resolve_class_weight("balanced", data.class_names, label_counts(data))
         if settings.class_weight == "balanced"
@@ -459,9 +508,11 @@ def _run_study(
     for trial in plan:
         kept = previous.get(trial.config_id)
         if kept is not None and (
-            trial.model_path is None or trial.model_path.exists() or kept.status != "ok"
+            trial.model_path is None
+            or kept.status != "ok"
+            or _saved_model_matches(trial.model_path, trial.config_id)
         ):
-            collector.kept(trial, kept)
+            collector.kept(trial, kept, relog=latest.get(kept.key) != kept.config_id)
         else:
             todo.append(trial)
     if runtime.tensorboard is not None:
@@ -518,9 +569,14 @@ def _run_in_process(
                     trial.model_path,
                     on_seed=None if board is None else board.begin_seed,
                 )
+                collector.finish(trial, result, model)  # logged first: nothing finished is lost
                 if board is not None:
-                    board.finish(result)
-                collector.finish(trial, result, model)
+                    try:
+                        board.finish(result)
+                    except Exception as exc:  # a full disk must not cost the result
+                        logger.warning(
+                            "TensorBoard: could not write %s's summary: %s", trial.spec.name, exc
+                        )
                 del model
             del run
             gc.collect()
@@ -560,34 +616,59 @@ def _run_on_executor(
     for trial in todo:
         collector.progress.start(trial)
         pending[executor.submit(run_task, tasks[trial.index])] = (trial, 1)
+    broken: list[_Planned] = []
     try:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 trial, attempt = pending.pop(future)
                 try:
-                    collector.finish(trial, future.result())
+                    result = future.result()
+                except BrokenExecutor as exc:  # the pool itself is gone: nothing more runs
+                    logger.warning("%s: %s", collector.progress.label(trial), exc)
+                    broken.append(trial)
                     continue
                 except Exception as exc:  # the worker died or the task could not run
-                    error: BaseException = exc
-                if attempt == 1:
-                    logger.warning(
-                        "%s: the worker failed (%s: %s); trying once more",
-                        collector.progress.label(trial),
-                        type(error).__name__,
-                        error,
-                    )
-                    try:
-                        retry = executor.submit(run_task, tasks[trial.index])
-                    except Exception as exc:  # e.g. a broken process pool
-                        error = exc
-                    else:
-                        pending[retry] = (trial, 2)
+                    failure = _retry(executor, tasks[trial.index], trial, attempt, exc, pending)
+                    if failure is None:
                         continue
-                collector.finish(trial, _worker_failure(trial, error, attempt))
+                    result = failure
+                collector.finish(trial, result)
     finally:
         for future in pending:
             future.cancel()
+    if broken:
+        names = ", ".join(f"{t.spec.name}/{t.mode}" for t in broken)
+        raise BenchmarkError(
+            f"The executor broke (a worker process died, e.g. out of memory), so {len(broken)} "
+            f"trial(s) did not run: {names}. Every finished result is in the results log; "
+            "rerun with resume=True (a new executor) to run only these."
+        )
+
+
+def _retry(
+    executor: Executor,
+    task: TrialTask,
+    trial: _Planned,
+    attempt: int,
+    error: BaseException,
+    pending: dict[Future[BenchmarkResult], tuple[_Planned, int]],
+) -> BenchmarkResult | None:
+    """Submits a failed trial once more (None: it is pending again), else its failure."""
+    if attempt == 1:
+        logger.warning(
+            "The worker running %s/%s failed (%s: %s); trying once more",
+            trial.spec.name,
+            trial.mode,
+            type(error).__name__,
+            error,
+        )
+        try:
+            pending[executor.submit(run_task, task)] = (trial, 2)
+            return None
+        except Exception as exc:  # e.g. a broken process pool
+            error = exc
+    return _worker_failure(trial, error, attempt)
 
 
 def _worker_failure(trial: _Planned, error: BaseException, attempts: int) -> BenchmarkResult:
