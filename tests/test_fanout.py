@@ -142,7 +142,7 @@ def test_spawn_pool_gives_the_in_process_numbers(
             specs, data, executor=pool, output_dir=tmp_path, save_models=True, **KWARGS
         )  # type: ignore[arg-type]
     assert _numbers(fanned) == _numbers(inline)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "models").glob("*.h5")) == [
         "fan_0_fine_tuned.h5",
         "fan_0_frozen.h5",
         "fan_1_fine_tuned.h5",
