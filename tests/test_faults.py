@@ -323,3 +323,15 @@ def test_a_broken_executor_stops_with_the_missing_trials_named(
     with Broken(1) as pool, pytest.raises(ht.BenchmarkError, match=r"1 trial\(s\) did not run"):
         ht.benchmark(spec, data, executor=pool, output_dir=tmp_path, epochs=1)
     assert not (tmp_path / RESULTS_FILE).exists() or not read_results(tmp_path / RESULTS_FILE)
+
+
+def test_resume_does_not_keep_results_for_data_without_a_fingerprint(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handmade = ht.ImageData(data.train, data.validation, data.class_names, data.counts)
+    kwargs = {"epochs": 1, "measure_latency": False, "output_dir": tmp_path}
+    first = ht.benchmark(spec, handmade, **kwargs).results[0]  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        second = ht.benchmark(spec, handmade, **kwargs).results[0]  # type: ignore[arg-type]
+    assert "has no fingerprint" in caplog.text
+    assert second != first and len(read_results(tmp_path / RESULTS_FILE)) == 2

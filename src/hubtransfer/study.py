@@ -490,6 +490,14 @@ def _run_study(
     """settings -> plan -> in-process or executor -> results log -> report."""
     log = out / RESULTS_FILE if out is not None else None
     previous, latest = _previous_results(log, resume) if log is not None else ({}, {})
+    if previous and not data.fingerprint:
+        logger.warning(
+            "The data has no fingerprint (built by hand, not by load_image_folder or "
+            "load_tfds), so resume cannot tell it from other data with the same counts: "
+            "the %d logged result(s) are not kept and everything runs again.",
+            len(previous),
+        )
+        previous = {}
     weights = (
         resolve_class_weight("balanced", data.class_names, label_counts(data))
         if settings.class_weight == "balanced"
