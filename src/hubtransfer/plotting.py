@@ -116,7 +116,7 @@ def _figure(report: BenchmarkReport) -> Any:
     times.barh(labels, feature, label="feature extraction")
     times.barh(labels, rest, left=feature, label="training")
     times.set(title="Training time", xlabel="seconds")
-    times.legend(fontsize=8, loc="lower right")
+    times.legend(fontsize=8, loc="best")
     sizes.barh(labels, [(r.model_bytes or 0) / 1e6 for r in ok], color="tab:green")
     sizes.set(title="Saved model size (.h5)", xlabel="MB")
     for axis in (times, sizes):
