@@ -49,7 +49,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hubtransfer.errors import ConfigurationError, DatasetError
+from hubtransfer.errors import DatasetError
+from hubtransfer.validation import check_int, check_optional_int
 
 __all__ = [
     "MAX_PIXELS",
@@ -138,8 +139,8 @@ def decode_image(
             corrupt, in an unsupported mode, or over ``max_pixels``.
         ConfigurationError: ``min_size`` or ``max_pixels`` is not a positive integer.
     """
-    _check_positive("min_size", min_size, optional=True)
-    _check_positive("max_pixels", max_pixels, optional=False)
+    check_optional_int("min_size", min_size)
+    check_int("max_pixels", max_pixels)
     return _decode(path, min_size, max_pixels)
 
 
@@ -176,9 +177,9 @@ def decode_many(
         ConfigurationError: ``min_size``, ``max_pixels`` or ``workers`` is not a positive
             integer (raised by the call; no thread starts before the first ``next()``).
     """
-    _check_positive("min_size", min_size, optional=True)
-    _check_positive("max_pixels", max_pixels, optional=False)
-    _check_positive("workers", workers, optional=True)
+    check_optional_int("min_size", min_size)
+    check_int("max_pixels", max_pixels)
+    check_optional_int("workers", workers)
     files = list(paths)
     threads = min(workers or os.cpu_count() or 1, max(len(files), 1))
     return _decode_in_order(files, min_size, max_pixels, threads, progress)
@@ -361,11 +362,3 @@ def _is_complete(head: bytes, tail: bytes, size: int) -> bool | None:
     if head[:2] == b"BM" and len(head) >= 6:  # BMP: file size in the header
         return int.from_bytes(head[2:6], "little") <= size
     return None
-
-
-def _check_positive(name: str, value: int | None, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer or None" if optional else "a positive integer"
-        raise ConfigurationError(f"{name} must be {allowed}. Received: {name}={value!r}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError
-from hubtransfer.validation import check_choice, check_int, check_positive_number
+from hubtransfer.validation import check_bool, check_choice, check_int, check_positive_number
 
 if TYPE_CHECKING:
     from hubtransfer.model import Head
@@ -73,12 +73,6 @@ class StudySettings:
     class_weight: str | tuple[float, ...] | None = None
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False. Received: {name}={value!r}.")
-    return value
-
-
 def modes_of(fine_tune: object) -> tuple[str, ...]:
     """The modes a ``fine_tune`` value asks for, in run order."""
     if not (isinstance(fine_tune, bool) or fine_tune == "both"):
@@ -122,8 +116,8 @@ def make_settings(
     check_int("warmup_epochs", warmup_epochs, minimum=0)
     check_int("seed", seed, minimum=0)
     check_int("seeds", seeds)
-    _check_bool("cache_features", cache_features)
-    _check_bool("augment", augment)
+    check_bool("cache_features", cache_features)
+    check_bool("augment", augment)
     check_choice("optimizer", optimizer, get_args(OptimizerName))
     check_positive_number("learning_rate", learning_rate, example="1e-3")
     if fine_tune_learning_rate is None:

@@ -53,7 +53,7 @@ from hubtransfer.settings import (
 from hubtransfer.storage import RESULTS_FILE, append_result, read_results
 from hubtransfer.store import FeatureStore
 from hubtransfer.trial import Run, environment, label_counts, run_trial
-from hubtransfer.validation import check_choice, check_int
+from hubtransfer.validation import check_bool, check_choice, check_int
 
 __all__ = ["benchmark"]
 
@@ -252,11 +252,10 @@ def benchmark(
     _check_runtime(callbacks, verbose, memory_limit_bytes, strategy)
     board = None if tensorboard_dir is None else check_tensorboard_dir(tensorboard_dir)
     store = _feature_store(feature_store) if settings.cache_features and not augment else None
-    for flag in ("resume", "measure_latency", "save_models", "keep_models"):
-        if not isinstance(locals()[flag], bool):
-            raise ConfigurationError(
-                f"{flag} must be True or False. Received: {flag}={locals()[flag]!r}."
-            )
+    check_bool("resume", resume)
+    check_bool("measure_latency", measure_latency)
+    check_bool("save_models", save_models)
+    check_bool("keep_models", keep_models)
     if save_models and output_dir is None:
         raise ConfigurationError(
             "save_models=True writes each model to output_dir/models/, but output_dir is None. "

@@ -24,7 +24,7 @@ from hubtransfer.data import ImageData
 from hubtransfer.errors import ConfigurationError, DatasetError, ExportError, one_line
 from hubtransfer.preprocessing import prepare, preprocess_image
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
-from hubtransfer.sampling import sample_split
+from hubtransfer.sampling import Split, sample_split
 from hubtransfer.validation import check_choice, check_int
 
 __all__ = [
@@ -42,7 +42,6 @@ Quantization = Literal["dynamic", "float16", "int8"]
 _QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 #: Calibration samples drawn for int8 when none is said (the peers use a few hundred).
 DEFAULT_CALIBRATION_SAMPLES = 200
-Split = Literal["train", "validation", "test"]
 
 
 def _tflite_target(path: str | os.PathLike[str], overwrite: bool) -> Path:

@@ -16,9 +16,11 @@ from typing import Any
 from hubtransfer.errors import ConfigurationError
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_fraction",
     "check_int",
+    "check_optional_int",
     "check_optional_positive_number",
     "check_positive_number",
 ]
@@ -33,6 +35,23 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigurationError(f"{name} must be {what}. {_received(name, value)}")
+    return value
+
+
+def check_optional_int(name: str, value: object, *, minimum: int = 1) -> int | None:
+    """None, or what :func:`check_int` accepts."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigurationError(f"{name} must be {what} or None. {_received(name, value)}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False. {_received(name, value)}")
     return value
 
 
