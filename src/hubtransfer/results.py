@@ -109,25 +109,14 @@ class BenchmarkReport:
         metric: str | None = None,
         level: float = 0.95,
     ) -> Comparison:
-        """How ``a`` and ``b`` differ in ``metric``, and whether seeds' noise can explain it.
-
-        ``a`` and ``b`` are ``"backbone"``, ``"backbone/mode"`` or ``(backbone, mode)``.
-        The interval is Welch's t-interval over the seeds (needs 2+ seeds each).
-        ``metric`` defaults to :func:`ranking_metric` (held-out test accuracy when there is
-        a test split; balanced accuracy when classes are imbalanced).
-        """
+        """How ``a`` and ``b`` differ, with a Welch interval: see
+        :func:`hubtransfer.analysis.compare`."""
         return compare(self.results, a, b, metric=metric, level=level)
 
     def pareto(
         self, objectives: Sequence[str] = ("accuracy", "train_seconds", "model_bytes")
     ) -> list[BenchmarkResult]:
-        """The results no other result beats on every objective (the Pareto front).
-
-        Objectives: ``"accuracy"`` (the :func:`ranking_metric`, maximised),
-        ``"final_accuracy"`` (maximised), and ``"train_seconds"``, ``"model_bytes"``,
-        ``"latency_ms"``, ``"params_total"`` (minimised). Only ``ok`` results with every
-        objective measured take part. Equal results do not dominate each other.
-        """
+        """The Pareto front over ``objectives``: see :func:`hubtransfer.analysis.pareto`."""
         return pareto(self.results, objectives)
 
     def recommend(
@@ -138,13 +127,8 @@ class BenchmarkReport:
         max_train_seconds: float | None = None,
         metric: str | None = None,
     ) -> Recommendation:
-        """The most accurate result that fits the budget, with a one-paragraph reason.
-
-        ``metric`` defaults to :func:`ranking_metric`: held-out test accuracy when the data
-        has a test split, balanced accuracy when the classes are imbalanced (a model that
-        always answers the majority class cannot win). A budget nothing fits returns
-        ``Recommendation(None, reason)``, not an exception.
-        """
+        """The best result within a budget, and why: see
+        :func:`hubtransfer.analysis.recommend`."""
         return recommend(
             self.results,
             max_model_mb=max_model_mb,
