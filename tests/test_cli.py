@@ -89,23 +89,22 @@ def test_benchmark_command_writes_results(
     write_colour_folder(tmp_path / "data", per_class=10, size=(40, 48))
     registry = ht.registry.default_registry()
     spec = ht.Backbone("cli_tiny", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
+    args = [
+        "benchmark",
+        "--backbones",
+        "cli_tiny",
+        "--dataset",
+        str(tmp_path / "data"),
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--both",
+        "--report-head",
+    ]
     registry.register(spec)
     try:
-        status = main(
-            [
-                "benchmark",
-                "--backbones",
-                "cli_tiny",
-                "--dataset",
-                str(tmp_path / "data"),
-                "--epochs",
-                "2",
-                "--out",
-                str(tmp_path / "out"),
-                "--both",
-                "--report-head",
-            ]
-        )
+        status = main(args)
     finally:
         registry._backbones.pop("cli_tiny")
     assert status == 0
@@ -124,22 +123,7 @@ def test_benchmark_command_writes_results(
     assert "Epoch 1/2" not in captured.out + captured.err
     registry.register(spec)
     try:  # --quiet: the same study, resumed (its "kept" lines are progress too)
-        status = main(
-            [
-                "benchmark",
-                "--backbones",
-                "cli_tiny",
-                "--dataset",
-                str(tmp_path / "data"),
-                "--epochs",
-                "2",
-                "--out",
-                str(tmp_path / "out"),
-                "--both",
-                "--report-head",
-                "--quiet",
-            ]
-        )
+        status = main([*args, "--quiet"])
     finally:
         registry._backbones.pop("cli_tiny")
     assert status == 0
