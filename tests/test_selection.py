@@ -227,3 +227,10 @@ def test_previous_format_records_still_load(tmp_path: Path) -> None:
     assert report.results[0].val_accuracy is None
     assert ranking_metric(report.results) == "best_val_accuracy"
     assert report.recommend().result is report.results[0]
+
+
+def test_predicted_classes_from_one_logit_or_many() -> None:
+    from hubtransfer.metrics import predicted_classes
+
+    assert predicted_classes(np.array([[0.3], [-0.1], [0.0]])).tolist() == [1, 0, 0]
+    assert predicted_classes(np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])).tolist() == [1, 0]

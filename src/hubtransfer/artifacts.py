@@ -20,6 +20,7 @@ from hubtransfer._tf import hub, tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData, load_image_folder
 from hubtransfer.errors import BenchmarkError, ConfigurationError, ExportError, HubTransferError
+from hubtransfer.metrics import predicted_classes
 from hubtransfer.preprocessing import preprocess_image
 from hubtransfer.records import BenchmarkResult, Mode, Recommendation
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
@@ -256,7 +257,7 @@ def serving_agreement(
     for image, _ in sample_split(data, "train", samples, seed=DEFAULTS.seed):
         served = int(serve(images=image[None])["class_index"].numpy()[0])
         logits = np.asarray(model(preprocess_image(image, backbone)[None], training=False))
-        keras = int(logits[0, 0] > 0) if logits.shape[-1] == 1 else int(logits[0].argmax())
+        keras = int(predicted_classes(logits)[0])
         agree += int(served == keras)
         seen += 1
     return (agree / seen if seen else float("nan")), seen

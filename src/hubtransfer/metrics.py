@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMBALANCE_RATIO", "ClassMetrics", "SplitMetrics", "split_metrics"]
+__all__ = [
+    "IMBALANCE_RATIO",
+    "ClassMetrics",
+    "SplitMetrics",
+    "predicted_classes",
+    "split_metrics",
+]
 
 #: A split is called imbalanced when its largest class is more than this times its smallest.
 IMBALANCE_RATIO = 3.0
@@ -101,6 +107,16 @@ class SplitMetrics:
                 + " |"
             )
         return "\n".join(lines) + "\n"
+
+
+def predicted_classes(logits: np.ndarray) -> np.ndarray:
+    """Class indices from a classifier's ``(n, outputs)`` logits: one logit (two classes)
+    is class 1 above 0, else the largest logit."""
+    values = np.asarray(logits, np.float32)
+    classes: np.ndarray = (
+        (values[:, 0] > 0).astype(np.int64) if values.shape[-1] == 1 else values.argmax(-1)
+    )
+    return classes.astype(np.int64)
 
 
 def split_metrics(

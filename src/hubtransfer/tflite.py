@@ -22,6 +22,7 @@ from hubtransfer._tf import tf, tf_keras
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData
 from hubtransfer.errors import ConfigurationError, DatasetError, ExportError, one_line
+from hubtransfer.metrics import predicted_classes
 from hubtransfer.preprocessing import prepare, preprocess_image
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone
 from hubtransfer.sampling import Split, sample_split
@@ -236,10 +237,6 @@ class TFLiteEvaluation:
     ms_per_image: float
 
 
-def _predict_class(logits: np.ndarray) -> np.ndarray:
-    return (logits[:, 0] > 0).astype(np.int64) if logits.shape[-1] == 1 else logits.argmax(-1)
-
-
 def _interpreter_class() -> Any:
     """LiteRT's interpreter when ai-edge-litert is installed, else TensorFlow's.
 
@@ -412,7 +409,7 @@ def evaluate_tflite(
         logits = interpreter.get_tensor(out["index"]).astype(np.float32)
         if out["dtype"] != np.float32:
             logits = (logits - out_zero) * out_scale
-        predictions.append(_predict_class(logits))
+        predictions.append(predicted_classes(logits))
         labels.append(int(label))
         if model is not None:
             images_for_keras.append(x[0])
@@ -423,7 +420,7 @@ def evaluate_tflite(
     agreement = None
     if model is not None:
         keras_logits = model.predict(np.stack(images_for_keras), verbose=0, batch_size=32)
-        agreement = float(np.mean(predicted == _predict_class(np.asarray(keras_logits))))
+        agreement = float(np.mean(predicted == predicted_classes(np.asarray(keras_logits))))
     return TFLiteEvaluation(
         accuracy=accuracy,
         agreement=agreement,

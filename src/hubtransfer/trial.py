@@ -27,7 +27,7 @@ from hubtransfer._tf import hub, tf, tf_keras
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, NotFineTunableError
 from hubtransfer.features import FeatureSet, extract_features
-from hubtransfer.metrics import SplitMetrics, split_metrics
+from hubtransfer.metrics import SplitMetrics, predicted_classes, split_metrics
 from hubtransfer.model import build_classifier, compile_classifier, strategy_scope
 from hubtransfer.preprocessing import prepare
 from hubtransfer.records import BenchmarkResult, EpochRecord, Mode, SeedRun
@@ -389,10 +389,7 @@ class Run:
                 logits_list.append(np.asarray(model(x, training=False), np.float32))
                 labels_list.append(y.numpy())
             logits, labels = np.concatenate(logits_list), np.concatenate(labels_list)
-        logits = np.asarray(logits, np.float32)
-        if logits.shape[-1] == 1:  # binary: one logit, class 1 above 0
-            return labels, (logits[:, 0] > 0).astype(np.int64)
-        return labels, logits.argmax(-1)
+        return labels, predicted_classes(logits)
 
     def _fit_end_to_end(
         self,
