@@ -154,7 +154,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import hubtransfer as ht
-    from hubtransfer import study
+    from hubtransfer import trial as study  # where extract_features is called
     from hubtransfer.decoding import decode_many
 
     has_store = "feature_store" in inspect.signature(ht.benchmark).parameters

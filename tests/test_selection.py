@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,3 +235,29 @@ def test_predicted_classes_from_one_logit_or_many() -> None:
 
     assert predicted_classes(np.array([[0.3], [-0.1], [0.0]])).tolist() == [1, 0, 0]
     assert predicted_classes(np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])).tolist() == [1, 0]
+
+
+def test_model_from_stored_features_is_the_scored_model(
+    spec: Backbone, data: ht.ImageData, tmp_path: Path
+) -> None:
+    kwargs: dict[str, Any] = {
+        "epochs": 4,
+        "measure_latency": False,
+        "feature_store": tmp_path / "store",
+        "monitor": "val_accuracy",
+    }
+    ht.benchmark(spec, data, **kwargs)  # fills the store
+    report = ht.benchmark(spec, data, keep_models=True, **kwargs)
+    result = report.results[0]
+    assert result.features_from_store is True
+    # The head trained on stored features, put behind the backbone, scores what was
+    # reported, end to end from the images.
+    model = report.models[result.key]
+    assert [layer.name for layer in model.layers][-2:] == ["backbone", "head"]
+    assert _end_to_end_accuracy(model, data.validation, spec) == pytest.approx(
+        result.val_accuracy, abs=1e-6
+    )
+    assert data.test is not None
+    assert _end_to_end_accuracy(model, data.test, spec) == pytest.approx(
+        result.test_accuracy, abs=1e-6
+    )

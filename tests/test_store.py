@@ -7,6 +7,7 @@ module, and should start in a second, not ten.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from hubtransfer.registry import Backbone
-from hubtransfer.store import FeatureStore, feature_key
+from hubtransfer.store import FeatureStore, feature_key, measurement_key
 
 URL = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/4"
 BASE = Backbone("mnv2", URL, 224, 1280, "tf2", True)
@@ -185,6 +186,30 @@ def test_clear_removes_only_store_entries(tmp_path: Path) -> None:
     assert store.entries() == []
     assert mine.read_text() == "keep me" and (foreign / "data.bin").read_bytes() == b"keep"
     assert (tmp_path / "features" / "README").exists()
+
+
+def test_measurements_are_kept_by_architecture_and_junk_is_ignored(tmp_path: Path) -> None:
+    spec = Backbone("m", str(tmp_path / "model"), 16, 8, "tf2", True)
+    key = measurement_key(spec, {"head": [], "num_classes": 2})
+    assert key != measurement_key(spec, {"head": [128], "num_classes": 2})
+    assert key != measurement_key(spec, {"head": [], "num_classes": 3})
+    assert key != measurement_key(
+        dataclasses.replace(spec, name="n"), {"head": [], "num_classes": 2}
+    )
+    store = FeatureStore(tmp_path)
+    assert store.get_measurement(key) is None
+    size = {"model_bytes": 1234, "params_total": 99, "params_trainable": 9}
+    store.put_measurement(key, size)
+    assert store.get_measurement(key) == size
+    path = tmp_path / "measurements" / f"{key}.json"
+    for junk in ("{", "[]", '{"key": "other", "model_bytes": 1}', json.dumps({"key": key})):
+        path.write_text(junk)
+        assert store.get_measurement(key) is None  # measured again, never a wrong size
+    store.put_measurement(key, size)
+    mine = tmp_path / "measurements" / "notes.json"
+    mine.write_text("keep")
+    store.clear()
+    assert store.get_measurement(key) is None and mine.read_text() == "keep"
 
 
 def test_cli_cache_info_and_clear(

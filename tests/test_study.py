@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import tensorflow as tf
 import tf_keras
 
 import hubtransfer as ht
-from conftest import save_tiny_tf1, save_tiny_tf2
+from conftest import TINY_DIM, save_tiny_tf1, save_tiny_tf2
 from hubtransfer.features import extract_features
 from hubtransfer.registry import Backbone
 from hubtransfer.storage import read_results
@@ -355,6 +356,48 @@ def test_second_study_runs_no_forward_pass_for_stored_features(
     assert extractions(epochs=1, feature_store=False)[0] == 2  # off: nothing read
     # Augmentation runs the backbone every step: the store is not used.
     assert extractions(epochs=1, augment=True)[1].features_from_store is None
+
+
+def test_study_served_from_the_store_never_loads_its_backbone(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    from unittest import mock
+
+    from hubtransfer import trial
+
+    kwargs: dict[str, Any] = {"epochs": 2, "measure_latency": False, "feature_store": tmp_path}
+
+    def study(**more: Any) -> tuple[int, ht.BenchmarkResult]:
+        load = trial.load_backbone_layer
+        with mock.patch.object(trial, "load_backbone_layer", wraps=load) as spy:
+            result = ht.benchmark(models["tf2"], data, **{**kwargs, **more}).results[0]
+        assert result.status == "ok", result.error
+        return spy.call_count, result
+
+    loads, first = study()
+    assert loads == 1 and first.features_from_store is False
+    # Features and the classifier's size are kept: nothing needs the backbone.
+    loads, again = study(learning_rate=1e-2, seeds=2)
+    assert loads == 0 and again.features_from_store is True
+    assert (again.model_bytes, again.params_total, again.params_trainable) == (
+        first.model_bytes,
+        first.params_total,
+        first.params_trainable,
+    )
+    # Another head is another architecture: measured (the backbone loaded) once, then kept.
+    loads, wider = study(head=ht.REPORT_HEAD)
+    assert loads == 1 and wider.features_from_store is True
+    assert wider.model_bytes is not None and first.model_bytes is not None
+    assert wider.model_bytes > first.model_bytes
+    assert wider.params_trainable == TINY_DIM * 128 + 128 + 128 + 1
+    assert study(head=ht.REPORT_HEAD)[0] == 0
+    # What needs the whole classifier loads the backbone: latency, a saved model.
+    loads, timed = study(measure_latency=True)
+    assert loads == 1 and timed.latency_ms is not None
+    out = tmp_path / "out"
+    assert study(output_dir=out, save_models=True)[0] == 1
+    saved = out / "models" / f"{first.backbone}_frozen.h5"
+    assert saved.stat().st_size == first.model_bytes
 
 
 def test_feature_store_defaults_to_the_cache_dir_and_is_checked(

@@ -25,6 +25,7 @@ __all__ = [
     "Head",
     "MixedPrecision",
     "OptimizerName",
+    "assemble_classifier",
     "build_classifier",
     "build_head",
     "compile_classifier",
@@ -269,16 +270,46 @@ def _build(
     mixed_precision: MixedPrecision | None,
 ) -> tf_keras.Model:
     layer = load_backbone_layer(spec, trainable=trainable, registry=registry, timeout=timeout)
-    inputs = tf_keras.Input(shape=(spec.image_size, spec.image_size, 3), name="image")
-    features = layer(inputs)
-    if features.shape.rank != 2 or features.shape[-1] not in (None, spec.feature_dim):
+    return assemble_classifier(
+        spec,
+        layer,
+        build_head(spec.feature_dim, num_classes, head, mixed_precision=mixed_precision),
+        num_classes,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        mixed_precision=mixed_precision,
+    )
+
+
+def check_feature_shape(spec: Backbone, shape: Sequence[int | None]) -> None:
+    """Raises BackboneLoadError unless ``shape`` is ``(batch, spec.feature_dim)``."""
+    if len(shape) != 2 or shape[-1] not in (None, spec.feature_dim):
         raise BackboneLoadError(
-            f"Backbone {spec.name!r} returned features of shape {tuple(features.shape)}, but "
+            f"Backbone {spec.name!r} returned features of shape {tuple(shape)}, but "
             f"its spec promises pooled features (batch, {spec.feature_dim}). Use a "
             "feature-vector model (not a classification model), or fix feature_dim with "
             "dataclasses.replace()."
         )
-    head_model = build_head(spec.feature_dim, num_classes, head, mixed_precision=mixed_precision)
+
+
+def assemble_classifier(
+    spec: Backbone,
+    layer: tf_keras.layers.Layer,
+    head_model: tf_keras.Model,
+    num_classes: int,
+    *,
+    optimizer: OptimizerName | tf_keras.optimizers.Optimizer = "adam",
+    learning_rate: float = DEFAULTS.learning_rate,
+    mixed_precision: MixedPrecision | None = None,
+) -> tf_keras.Model:
+    """The compiled classifier ``image -> layer -> head_model -> logits``.
+
+    ``head_model`` (from :func:`build_head`) goes in as it is, trained weights and all: a
+    head trained on cached features becomes the classifier's head without a copy.
+    """
+    inputs = tf_keras.Input(shape=(spec.image_size, spec.image_size, 3), name="image")
+    features = layer(inputs)
+    check_feature_shape(spec, tuple(features.shape))
     model = tf_keras.Model(inputs, head_model(features), name=f"{spec.name}_classifier")
     return compile_classifier(
         model,

@@ -30,6 +30,12 @@ sees a whole entry or none. Two processes filling the same key both succeed: the
 rename wins, the second finds the entry in place and drops its own copy (the features
 are the same). An entry that does not read back whole is discarded and extracted again.
 
+**Measurements**: a frozen classifier's saved size and parameter counts depend only on
+its architecture (backbone, head, classes), not on its trained weights. They are kept
+as small JSON files under ``<cache root>/measurements/`` (key:
+:func:`measurement_key`), so a study whose features all come from the store does not
+load the backbone just to save the classifier and measure the file again.
+
 This module does not import TensorFlow until features are read.
 """
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -49,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from hubtransfer._fs import _make_unique_dir, read_marker, write_directory
+from hubtransfer._fs import _make_unique_dir, atomic_write_text, read_marker, write_directory
 from hubtransfer.config import cache_root
 from hubtransfer.errors import HubTransferError
 from hubtransfer.registry import Backbone
@@ -63,6 +70,7 @@ __all__ = [
     "FeatureStore",
     "StoreEntry",
     "feature_key",
+    "measurement_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +85,8 @@ _ENTRY_NAME: Final = re.compile(r"[0-9a-f]{64}")
 # Leftovers of a writer killed mid-write (write_directory's staging and old names).
 _STALE_NAME: Final = re.compile(r"\.[0-9a-f]{64}-(staging|old)-[0-9a-f]{16}")
 _STALE_AFTER_S: Final = 3600.0
+_MEASURED: Final = ("model_bytes", "params_total", "params_trainable")
+_MEASUREMENT_NAME: Final = re.compile(r"[0-9a-f]{64}\.json")
 # Model files whose size and time identify a local SavedModel's contents.
 _MODEL_FILES: Final = (
     "saved_model.pb",
@@ -142,6 +152,40 @@ def feature_key(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def measurement_key(backbone: Backbone, architecture: dict[str, Any]) -> str:
+    """The key of what a classifier of this architecture measures (see the module docs).
+
+    Args:
+        backbone: The backbone (its name, handle and model files, format, sizes count:
+            the name is saved in the classifier's configuration).
+        architecture: Everything else that shapes the saved file, JSON-ready: the head,
+            the class count, the precision policy, whether the backbone is trainable.
+
+    Returns:
+        64 hex digits. The tf_keras and h5py versions are part of it: they write the file.
+    """
+    payload = {
+        "format": STORE_FORMAT,
+        "name": backbone.name,
+        "handle": backbone.handle,
+        "model_files": _model_stamp(backbone.handle),
+        "hub_format": backbone.hub_format,
+        "image_size": backbone.image_size,
+        "feature_dim": backbone.feature_dim,
+        "architecture": architecture,
+        "writers": {"tf_keras": _version("tf-keras"), "h5py": _version("h5py")},
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class StoreEntry:
     """One stored split's features, as ``hubtransfer cache info`` lists it.
@@ -170,6 +214,7 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else cache_root()
         self.directory = self.root / "features"
+        self.measurements = self.root / "measurements"
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
@@ -252,6 +297,32 @@ class FeatureStore:
             return False
         return True
 
+    def get_measurement(self, key: str) -> dict[str, int] | None:
+        """What :meth:`put_measurement` kept under ``key``; None if nothing (readable) is."""
+        try:
+            values = json.loads((self.measurements / f"{key}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not (
+            isinstance(values, dict)
+            and values.get("key") == key
+            and all(isinstance(values.get(k), int) for k in _MEASURED)
+        ):
+            return None
+        return {k: int(values[k]) for k in _MEASURED}
+
+    def put_measurement(self, key: str, values: dict[str, int]) -> None:
+        """Keeps ``values`` (``model_bytes``, ``params_total``, ``params_trainable``);
+        a failure to write is logged, not raised: it costs a measurement next time."""
+        try:
+            self.measurements.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                self.measurements / f"{key}.json",
+                json.dumps({"key": key, **{k: int(values[k]) for k in _MEASURED}}),
+            )
+        except OSError as exc:
+            logger.debug("Could not keep a measurement in %s: %s", self.measurements, exc)
+
     def entries(self) -> list[StoreEntry]:
         """Every entry of the store, oldest first."""
         found: list[StoreEntry] = []
@@ -271,14 +342,21 @@ class FeatureStore:
         """Removes every entry (and leftovers of killed writers); ``(entries, bytes)``.
 
         Only directories named like an entry and marked as one by hubtransfer are
-        removed, with the staging directories of writers killed over an hour ago;
-        anything else in the cache directory is left alone.
+        removed, with the staging directories of writers killed over an hour ago and
+        the kept measurements (their bytes count, not as entries); anything else in the
+        cache directory is left alone.
         """
         removed, freed = 0, 0
         for entry in self.entries():
             self._discard(entry.path)
             removed += 1
             freed += entry.bytes
+        if self.measurements.is_dir():
+            for path in self.measurements.iterdir():
+                if _MEASUREMENT_NAME.fullmatch(path.name):
+                    with contextlib.suppress(OSError):
+                        freed += path.stat().st_size
+                        path.unlink()
         if self.directory.is_dir():
             now = time.time()
             for path in self.directory.iterdir():

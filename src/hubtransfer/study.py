@@ -575,6 +575,7 @@ def _run_in_process(
                     runtime.measure_latency,
                     trial.model_path,
                     on_seed=None if board is None else board.begin_seed,
+                    keep_model=runtime.keep_models,
                 )
                 collector.finish(trial, result, model)  # logged first: nothing finished is lost
                 if board is not None:

@@ -27,19 +27,28 @@ from hubtransfer._tf import hub, tf, tf_keras
 from hubtransfer.data import ImageData
 from hubtransfer.errors import BenchmarkError, NotFineTunableError
 from hubtransfer.features import FeatureSet, extract_features
+from hubtransfer.loading import load_backbone_layer
 from hubtransfer.metrics import SplitMetrics, predicted_classes, split_metrics
-from hubtransfer.model import build_classifier, compile_classifier, strategy_scope
+from hubtransfer.model import (
+    assemble_classifier,
+    build_classifier,
+    build_head,
+    check_feature_shape,
+    compile_classifier,
+    strategy_scope,
+)
 from hubtransfer.preprocessing import prepare
 from hubtransfer.records import BenchmarkResult, EpochRecord, Mode, SeedRun
 from hubtransfer.registry import Backbone, BackboneRegistry
 from hubtransfer.settings import StudySettings
-from hubtransfer.store import FeatureStore, feature_key
+from hubtransfer.store import FeatureStore, feature_key, measurement_key
 
 __all__ = ["Run", "environment", "label_counts", "run_trial"]
 
 logger = logging.getLogger(__name__)
 
 _LATENCY_RUNS = {1: (2, 10), 32: (1, 3)}  # batch size -> (warm-up runs, timed runs)
+_CHUNK = 4096  # cached feature rows per head call when scoring
 
 
 def environment() -> dict[str, str]:
@@ -168,6 +177,16 @@ def _model_bytes(model: tf_keras.Model, target: Path | None) -> int:
         return size
 
 
+def _head_logits(head: tf_keras.Model, features: np.ndarray) -> np.ndarray:
+    """The head's logits on cached features, called directly in chunks: ``predict``
+    would trace a new function for every head."""
+    chunks = [
+        np.asarray(head(np.asarray(features[i : i + _CHUNK], np.float32), training=False))
+        for i in range(0, len(features), _CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+
+
 class _NoRetracingWarning(logging.Filter):
     # A study traces one inference function per trained model, on purpose; TensorFlow
     # counts those as "retracing" of one function and warns after five backbones.
@@ -218,6 +237,9 @@ class Trained:
         selected_epoch: The kept epoch (1-based over ``history``), None if none scored.
         on_features: Whether the kept model's head can be scored on the cached features
             (the backbone is the untouched frozen one).
+        head_only: Whether the kept model is the head alone, trained on cached features;
+            :meth:`Run.classifier` puts the frozen backbone in front of it when the
+            whole classifier is needed.
         feature_seconds: Extraction (or store read) time, when features were cached.
         head_seconds: Head training time on cached features.
         features_from_store: Whether the cached features came from the feature store.
@@ -227,6 +249,7 @@ class Trained:
     train_seconds: float
     selected_epoch: int | None
     on_features: bool
+    head_only: bool = False
     feature_seconds: float | None = None
     head_seconds: float | None = None
     features_from_store: bool | None = None
@@ -260,6 +283,7 @@ class Run:
         self.spill_dir = spill_dir
         self.registry = registry
         self._features: dict[str, FeatureSet] | None = None
+        self._frozen_layer: tf_keras.layers.Layer | None = None
         self.class_weight: dict[int, float] | None = None
 
     @property
@@ -282,6 +306,58 @@ class Run:
             strategy=self.strategy,
             mixed_precision=s.mixed_precision,
         )
+
+    def frozen_layer(self) -> tf_keras.layers.Layer:
+        """The frozen backbone, loaded on first use and shared by this run's frozen
+        models; never loaded when every split's features come from the store and no
+        whole classifier is asked for."""
+        if self._frozen_layer is None:
+            with strategy_scope(self.strategy):
+                self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
+        return self._frozen_layer
+
+    def _new_head(self, seed: int) -> tf_keras.Model:
+        s = self.settings
+        tf_keras.utils.set_random_seed(seed)
+        with strategy_scope(self.strategy):
+            return build_head(
+                self.spec.feature_dim,
+                self.data.num_classes,
+                s.head,
+                mixed_precision=s.mixed_precision,
+            )
+
+    def classifier(self, head: tf_keras.Model) -> tf_keras.Model:
+        """The whole frozen classifier around ``head`` (trained on cached features): the
+        backbone the features came from, then ``head`` itself, compiled."""
+        s = self.settings
+        with strategy_scope(self.strategy):
+            return assemble_classifier(
+                self.spec,
+                self.frozen_layer(),
+                head,
+                self.data.num_classes,
+                optimizer=s.optimizer,
+                learning_rate=s.learning_rate,
+                mixed_precision=s.mixed_precision,
+            )
+
+    def measurement_key(self, mode: Mode) -> str | None:
+        """Key of this run's classifier size in the store (None without a store)."""
+        if self.store is None:
+            return None
+        s = self.settings
+        architecture = {
+            "head": {
+                "hidden_units": list(s.head.hidden_units),
+                "dropout": s.head.dropout,
+                "activation": s.head.activation,
+            },
+            "num_classes": self.data.num_classes,
+            "mixed_precision": s.mixed_precision,
+            "trainable": mode == "fine_tuned",
+        }
+        return measurement_key(self.spec, architecture)
 
     def _compile(self, model: tf_keras.Model, learning_rate: float) -> None:
         with strategy_scope(self.strategy):
@@ -315,14 +391,13 @@ class Run:
             splits["test"] = self.data.test
         return splits
 
-    def features(self, model: tf_keras.Model) -> dict[str, FeatureSet]:
+    def features(self, layer: Callable[[], tf_keras.layers.Layer]) -> dict[str, FeatureSet]:
         """Features of the frozen backbone for every split, once per run.
 
-        Read from the feature store when it holds them (no forward pass), else extracted
-        and stored.
+        Read from the feature store when it holds them (no forward pass, and ``layer`` is
+        not called), else extracted with ``layer()`` and stored.
         """
         if self._features is None:
-            layer = model.get_layer("backbone")
             self._features = {}
             for name, split in self._splits().items():
                 key = (
@@ -337,7 +412,7 @@ class Run:
                     self._features[name] = stored
                     continue
                 features = extract_features(
-                    layer,
+                    layer(),
                     prepare(split, self.spec, batch_size=self.settings.batch_size),
                     memory_limit_bytes=self.memory_limit_bytes,
                     spill_dir=self.spill_dir,
@@ -356,6 +431,8 @@ class Run:
                         },
                     )
                 self._features[name] = features
+            for features in self._features.values():
+                check_feature_shape(self.spec, features.features.shape)
             logger.info(
                 "%s: features of %s images %s in %.1f s",
                 self.spec.name,
@@ -373,13 +450,14 @@ class Run:
         return all(f.from_store for f in self._features.values())
 
     def predictions(
-        self, model: tf_keras.Model, split: str, *, on_features: bool
+        self, model: tf_keras.Model, split: str, outcome: Trained
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(labels, predicted classes)`` of the model on a split."""
+        """``(labels, predicted classes)`` of the kept model on a split."""
         batch = self.settings.batch_size
-        if on_features and self._features is not None:
+        if outcome.on_features and self._features is not None:
             features = self._features[split]
-            logits = model.get_layer("head").predict(features.dataset(batch), verbose=0)
+            head = model if outcome.head_only else model.get_layer("head")
+            logits = _head_logits(head, features.features)
             labels = np.asarray(features.labels)
         else:
             batches = prepare(self._splits()[split], self.spec, batch_size=batch)
@@ -425,16 +503,16 @@ class Run:
 
     def _train_head_on_features(
         self,
-        model: tf_keras.Model,
+        head: tf_keras.Model,
+        layer: Callable[[], tf_keras.layers.Layer],
         epochs: int,
         phase: str,
         learning_rate: float,
         seed: int,
         extra: Sequence[tf_keras.callbacks.Callback],
     ) -> tuple[list[EpochRecord], float, float]:
-        features = self.features(model)
+        features = self.features(layer)
         train, validation = features["train"], features["validation"]
-        head = model.get_layer("head")
         s = self.settings
         self._compile(head, learning_rate)
         tf_keras.utils.set_random_seed(seed)
@@ -451,24 +529,34 @@ class Run:
         return history, seconds, sum(f.seconds for f in features.values())
 
     def frozen(self, seed: int) -> tuple[tf_keras.Model, Trained]:
+        """A frozen model: with cached features, the head alone (see ``head_only``)."""
         s = self.settings
-        model = self._build(trainable=False, learning_rate=s.learning_rate, seed=seed)
-        selector = _Selector(model, s.monitor)
-        extra = self._callbacks(selector, final=True)
         if self.uses_cache:
+            head = self._new_head(seed)
+            selector = _Selector(head, s.monitor)
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.epochs, "head", s.learning_rate, seed, extra
+                head,
+                self.frozen_layer,
+                s.epochs,
+                "head",
+                s.learning_rate,
+                seed,
+                self._callbacks(selector, final=True),
             )
             selector.restore()
-            return model, Trained(
+            return head, Trained(
                 history,
                 feature_s + head_s,
                 selector.best_epoch,
                 on_features=True,
+                head_only=True,
                 feature_seconds=feature_s,
                 head_seconds=head_s,
                 features_from_store=self.features_from_store,
             )
+        model = self._build(trainable=False, learning_rate=s.learning_rate, seed=seed)
+        selector = _Selector(model, s.monitor)
+        extra = self._callbacks(selector, final=True)
         history, seconds = self._fit_end_to_end(model, s.epochs, "head", seed, extra)
         selector.restore()
         return model, Trained(history, seconds, selector.best_epoch, on_features=False)
@@ -484,7 +572,13 @@ class Run:
         warmup_callbacks = self._callbacks(selector, final=False)
         if s.warmup_epochs and self.uses_cache:
             history, head_s, feature_s = self._train_head_on_features(
-                model, s.warmup_epochs, "warmup", s.learning_rate, seed, warmup_callbacks
+                model.get_layer("head"),
+                lambda: model.get_layer("backbone"),
+                s.warmup_epochs,
+                "warmup",
+                s.learning_rate,
+                seed,
+                warmup_callbacks,
             )
             warmup_s = head_s + feature_s
         elif s.warmup_epochs:
@@ -513,10 +607,15 @@ class Run:
         )
 
 
-def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int | None]]:
+def _exports(
+    whole: Callable[[], tf_keras.Model], run: Run
+) -> dict[str, dict[str, float | int | None]]:
     from hubtransfer.tflite import Quantization, evaluate_tflite, export_tflite
 
     measured: dict[str, dict[str, float | int | None]] = {}
+    if not run.settings.export:
+        return measured
+    model = whole()
     with tempfile.TemporaryDirectory(prefix="hubtransfer-tflite-") as tmp:
         for mode in run.settings.export:
             path = export_tflite(
@@ -534,6 +633,36 @@ def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int
                 "ms_per_image": scored.ms_per_image,
             }
     return measured
+
+
+def _measure_size(
+    run: Run,
+    mode: Mode,
+    whole: Callable[[], tf_keras.Model],
+    *,
+    built: bool,
+    target: Path | None,
+) -> dict[str, int]:
+    """Saved ``.h5`` bytes and parameters of the whole classifier.
+
+    They depend on the architecture only, so they are kept in the store. When the whole
+    classifier is not ``built`` yet and there is nothing to save at ``target``, a kept
+    measurement spares loading the backbone to build it.
+    """
+    key = run.measurement_key(mode)
+    if not built and target is None and key is not None and run.store is not None:
+        kept = run.store.get_measurement(key)
+        if kept is not None:
+            return kept
+    model = whole()
+    size = {
+        "model_bytes": _model_bytes(model, target),
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    }
+    if key is not None and run.store is not None:
+        run.store.put_measurement(key, size)
+    return size
 
 
 def label_counts(data: ImageData) -> list[int]:
@@ -558,7 +687,14 @@ def run_trial(
     measure_latency: bool,
     model_path: Path | None,
     on_seed: Callable[[int], None] | None = None,
+    keep_model: bool = False,
 ) -> tuple[BenchmarkResult, tf_keras.Model | None]:
+    """Trains ``run``'s backbone in ``mode`` over the settings' seeds and measures it.
+
+    Returns the result and, with ``keep_model``, the first seed's whole classifier (else
+    None: a frozen head trained on stored features then never needs its backbone loaded,
+    unless latency, exports or a saved model ask for the whole classifier).
+    """
     spec = run.spec
     common: dict[str, Any] = {
         "backbone": spec.name,
@@ -594,8 +730,7 @@ def run_trial(
                 head_seconds = (head_seconds or 0.0) + outcome.head_seconds
             scored = {
                 split: split_metrics(
-                    *run.predictions(trained, split, on_features=outcome.on_features),
-                    run.data.class_names,
+                    *run.predictions(trained, split, outcome), run.data.class_names
                 )
                 for split in run.scored_splits()
             }
@@ -622,7 +757,17 @@ def run_trial(
         if model is None or measured is None:  # pragma: no cover - seeds >= 1 is checked
             raise BenchmarkError("no seed ran")
         history = measured.history
-        latency_ms, throughput = _latency(model, spec) if measure_latency else (None, None)
+        kept = model
+        whole_model: tf_keras.Model | None = None if measured.head_only else model
+
+        def whole() -> tf_keras.Model:
+            nonlocal whole_model
+            if whole_model is None:
+                whole_model = run.classifier(kept)
+            return whole_model
+
+        latency_ms, throughput = _latency(whole(), spec) if measure_latency else (None, None)
+        size = _measure_size(run, mode, whole, built=whole_model is not None, target=model_path)
         phase_epochs = run.settings.epochs + (
             run.settings.warmup_epochs if mode == "fine_tuned" else 0
         )
@@ -635,12 +780,12 @@ def run_trial(
             feature_seconds=measured.feature_seconds,
             features_from_store=measured.features_from_store,
             head_seconds=head_seconds,
-            model_bytes=_model_bytes(model, model_path),
-            params_total=int(model.count_params()),
-            params_trainable=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            model_bytes=size["model_bytes"],
+            params_total=size["params_total"],
+            params_trainable=size["params_trainable"],
             latency_ms=latency_ms,
             throughput=throughput,
-            exports=_exports(model, run),
+            exports=_exports(whole, run),
             per_seed=tuple(per_seed),
             monitor=run.settings.monitor,
             selected_epoch=measured.selected_epoch,
@@ -653,7 +798,7 @@ def run_trial(
             test_metrics=metrics["test"].to_dict() if "test" in metrics else None,
             **common,
         )
-        return result, model
+        return result, whole() if keep_model else None
     except NotFineTunableError as exc:
         return BenchmarkResult(status="skipped", error=str(exc), **common), None
     except Exception as exc:  # isolate: one backbone's failure must not end the study
