@@ -325,3 +325,31 @@ def test_report_plot_prints_where_it_wrote(
         assert main(["report", str(tmp_path / "study"), "--plot", str(target)]) == 0
         assert f"Plot: {written}\n" in capsys.readouterr().out
         assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cache_info_and_clear_cover_the_image_store(
+    tmp_path: Path, _private_cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("cats", "dogs"):
+        write_colour_folder(tmp_path / name, per_class=3)
+        ht.load_image_folder(tmp_path / name)
+    images = _private_cache_dir / "images"
+    (images / "mine.txt").write_text("not ours")
+    (_private_cache_dir / "features").mkdir()
+    (_private_cache_dir / "features" / "mine.txt").write_text("not ours either")
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert f"Feature store: {_private_cache_dir / 'features'}" in out
+    assert f"Image store: {images}" in out and "Entries: 2," in out
+    for name in ("cats", "dogs"):
+        assert f"  {tmp_path / name}  6 images  " in out
+    keys = sorted(p.name for p in images.iterdir() if p.is_dir())
+    assert all(key[:12] in out for key in keys) and len(keys) == 2
+    assert main(["cache", "clear"]) == 0
+    out = capsys.readouterr().out
+    assert "Removed 0 feature store entries" in out
+    assert "Removed 2 image store entries" in out and str(images) in out
+    assert [p.name for p in images.iterdir()] == ["mine.txt"]
+    assert (_private_cache_dir / "features" / "mine.txt").exists()
+    assert main(["cache", "info"]) == 0
+    assert "Entries: 0, 0.0 MB" in capsys.readouterr().out.split("Image store:")[1]

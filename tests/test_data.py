@@ -302,8 +302,12 @@ def test_image_cache_spills_to_a_mapped_file_identically(tmp_path: Path) -> None
     write_colour_folder(tmp_path / "data", per_class=6)
     memory = ht.load_image_folder(tmp_path / "data", validation_fraction=0.25)
     spill_dir = tmp_path / "spill"
-    disk = ht.load_image_folder(
-        tmp_path / "data", validation_fraction=0.25, memory_limit_bytes=1000, cache_dir=spill_dir
+    disk = ht.load_image_folder(  # image_store=False: decoded again, not read from the store
+        tmp_path / "data",
+        validation_fraction=0.25,
+        memory_limit_bytes=1000,
+        cache_dir=spill_dir,
+        image_store=False,
     )
     in_memory, mapped = file_split(memory.validation), file_split(disk.validation)
     assert in_memory is not None and mapped is not None

@@ -226,11 +226,14 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV: path,rank,class,probability,error")
     fmt.add_argument("--json", action="store_true", help="JSON: one record per image")
 
-    p = sub.add_parser("cache", help="the feature store: where it is, what it holds; clear it")
+    p = sub.add_parser(
+        "cache",
+        help="the feature store and the image store: where they are, what they hold; clear them",
+    )
     p.add_argument(
         "action",
         choices=("info", "clear"),
-        help="info: location, entries, size; clear: delete hubtransfer's entries",
+        help="info: locations, entries, sizes; clear: delete hubtransfer's entries of both",
     )
 
     p = sub.add_parser("demo", help="the report's study offline, on generated images")
@@ -661,18 +664,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
+    from hubtransfer.imagestore import ImageStore
     from hubtransfer.store import FeatureStore
 
     store = FeatureStore()
-    entries = store.entries()
+    images = ImageStore()
     if args.action == "clear":
-        removed, freed = store.clear()
-        noun = "entry" if removed == 1 else "entries"
-        print(
-            f"Removed {removed} feature store {noun} ({freed / 1e6:.1f} MB) from "
-            f"{store.directory}; nothing else there was touched."
-        )
+        for what, directory, (removed, freed) in (
+            ("feature store", store.directory, store.clear()),
+            ("image store", images.directory, images.clear()),
+        ):
+            noun = "entry" if removed == 1 else "entries"
+            print(
+                f"Removed {removed} {what} {noun} ({freed / 1e6:.1f} MB) from {directory}; "
+                "nothing else there was touched."
+            )
         return 0
+    entries = store.entries()
     print(f"Feature store: {store.directory} (set HUBTRANSFER_CACHE_DIR to move it)")
     print(f"Entries: {len(entries)}, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
     for e in entries:
@@ -681,6 +689,18 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             f"  {m.get('backbone', '?')}  {m.get('split', '?')}  {m.get('images', '?')} images x "
             f"{m.get('feature_dim', '?')}  {e.bytes / 1e6:.1f} MB  {m.get('created', '')}  "
             f"{e.key[:12]}"
+        )
+    folders = images.entries()
+    print(
+        f"Image store: {images.directory} (decoded image folders; least recently used go "
+        f"past {images.max_bytes / 1e9:.1f} GB)"
+    )
+    print(f"Entries: {len(folders)}, {sum(e.bytes for e in folders) / 1e6:.1f} MB")
+    for folder in folders:
+        m = folder.metadata
+        print(
+            f"  {m.get('root', '?')}  {m.get('images', '?')} images  "
+            f"{folder.bytes / 1e6:.1f} MB  {m.get('created', '')}  {folder.key[:12]}"
         )
     return 0
 

@@ -35,6 +35,7 @@ from hubtransfer.imagecache import (
     ImageCache,
     build_image_cache,
 )
+from hubtransfer.imagestore import ImageStore
 from hubtransfer.validation import check_fraction, check_int
 
 __all__ = ["DataRecipe", "ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
@@ -593,6 +594,20 @@ def _log_skipped(root: Path, reasons: dict[str, str], undecodable: Iterable[str]
         )
 
 
+def _image_store(image_store: object) -> ImageStore | None:
+    if image_store is True:
+        return ImageStore()
+    if image_store is False:
+        return None
+    if isinstance(image_store, (str, os.PathLike)) and os.fspath(image_store):
+        return ImageStore(image_store)
+    raise ConfigurationError(
+        "image_store must be True (the cache directory: $HUBTRANSFER_CACHE_DIR or the "
+        "user's cache), False (keep decoded images for this process only) or a directory "
+        f"path. Received: image_store={image_store!r}."
+    )
+
+
 def load_image_folder(
     path: str | os.PathLike[str],
     *,
@@ -602,6 +617,7 @@ def load_image_folder(
     max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE,
     memory_limit_bytes: int = DEFAULT_IMAGE_MEMORY_BYTES,
     cache_dir: str | os.PathLike[str] | None = None,
+    image_store: bool | str | os.PathLike[str] = True,
 ) -> ImageData:
     """Loads images laid out one subfolder per class: ``path/<class>/<image>``.
 
@@ -620,6 +636,14 @@ def load_image_folder(
     kept, never enlarged; a large JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT
     domain first). Every epoch, backbone and validation pass reads that cache;
     :func:`hubtransfer.prepare` crops, flips and resizes from it to each backbone's size.
+
+    The decoded images are also kept in the image store (:mod:`hubtransfer.imagestore`,
+    ``<cache root>/images/``), keyed by every file's path, size and modification time
+    and by the decoding settings. Loading the same folder again, in this process or any
+    later one (another study, another head or learning rate), decodes nothing: the
+    stored pixels are memory-mapped. After files are added or changed, only those are
+    decoded; the unchanged ones come from the store. Data, splits, fingerprint and
+    skipped files are the same whether the images were decoded or read from the store.
 
     What a real folder holds besides images is handled too:
 
@@ -661,9 +685,15 @@ def load_image_folder(
         cache_dir: Where that file goes; ``$HUBTRANSFER_CACHE_DIR/images`` (the user's
             cache directory when unset) if None. On POSIX the file is unlinked once
             mapped, so it never outlives the process.
+        image_store: True keeps the decoded images in the image store under the cache
+            root (``$HUBTRANSFER_CACHE_DIR``, else the user's cache directory), a
+            directory path keeps them under that root instead, False keeps them only for
+            this process (nothing is written to the cache directory but the spill file
+            above). A store that cannot be written costs a warning, not the load.
 
     Raises:
-        ConfigurationError: A fraction or the seed is out of range.
+        ConfigurationError: A fraction or the seed is out of range, or ``image_store`` is
+            not True, False or a path.
         DatasetError: ``path`` is missing, has fewer than two class folders, a class
             folder name cannot be a label, or a class has no valid image.
     """
@@ -679,6 +709,7 @@ def load_image_folder(
     if max_image_size is not None:
         check_int("max_image_size", max_image_size)
     check_int("memory_limit_bytes", memory_limit_bytes, minimum=0)
+    store = _image_store(image_store)
     if validation_fraction + test_fraction >= 1:
         raise ConfigurationError(
             "validation_fraction + test_fraction must be below 1, to leave images to train "
@@ -713,6 +744,9 @@ def load_image_folder(
         memory_limit_bytes=memory_limit_bytes,
         spill_dir=cache_dir,
         what=f" of {root}",
+        store=store,
+        stamps=scan.stats,
+        folder=root.absolute(),
     )
     reasons = dict(scan.skipped)
     reasons.update(
@@ -773,7 +807,11 @@ def load_image_folder(
         list(class_names),
         len(cache),
         cache.nbytes / 1e6,
-        "in memory" if cache.path is None else "memory-mapped",
+        "in memory"
+        if cache.path is None
+        else "memory-mapped from the image store"
+        if store is not None and cache.path.parent.parent == store.directory
+        else "memory-mapped",
     )
 
     def dataset(name: str, shuffle_seed: int | None = None) -> tf.data.Dataset:
@@ -804,6 +842,12 @@ def load_image_folder(
                 ("max_image_size", max_image_size),
                 ("memory_limit_bytes", memory_limit_bytes),
                 ("cache_dir", None if cache_dir is None else os.fspath(cache_dir)),
+                (
+                    "image_store",
+                    image_store
+                    if isinstance(image_store, bool)
+                    else str(Path(image_store).expanduser().absolute()),
+                ),
             ),
         ),
     )

@@ -53,6 +53,7 @@ from hubtransfer.errors import DatasetError
 from hubtransfer.validation import check_int, check_optional_int
 
 __all__ = [
+    "DECODING_VERSION",
     "MAX_PIXELS",
     "over_pixel_cap",
     "REASONS",
@@ -70,6 +71,11 @@ __all__ = [
 #: warns (``DecompressionBombWarning``) above ``Image.MAX_IMAGE_PIXELS``; that warning is
 #: not silenced here, since warning filters are process-wide and not thread-safe.
 MAX_PIXELS: Final = 178_956_970
+
+#: Version of what this module makes of a file (pixels and failure reasons). Bump it
+#: whenever decoding output changes (orientation, conversion, resizing, reasons), so no
+#: image store entry made by the old code is read (:mod:`hubtransfer.imagestore`).
+DECODING_VERSION: Final = 1
 
 #: Every ``reason`` an :class:`UnreadableImageError` can carry. The last two are followed
 #: by a detail: ``"unsupported image mode (F)"``, ``"over the pixel cap (20000 x 20000)"``.

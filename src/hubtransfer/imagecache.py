@@ -13,6 +13,12 @@ is at most ``max_image_size`` (aspect ratio kept, never enlarged) and kept as ui
   uses it and never outlives the process, however it ends; elsewhere it is deleted when
   the cache is garbage-collected or the interpreter exits.
 
+With an image store (:mod:`hubtransfer.imagestore`, on by default in
+``load_image_folder``), what was decoded is also kept on disk across processes: loading
+the same unchanged folder again maps the stored pixels read-only (the cache's ``path``
+is then the store's ``pixels.u8``, which stays) and decodes nothing, and a folder with
+new or changed files decodes only those.
+
 Every backbone, epoch, seed and validation pass then reads the cache (a memory copy per
 image) instead of the file: ``prepare()`` crops, flips and resizes from it. Sizing: the
 default 256 is what a 224-px backbone needs with the usual 0.875 centre crop (224 /
@@ -27,7 +33,7 @@ import logging
 import os
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -40,6 +46,7 @@ from hubtransfer._progress import Progress
 from hubtransfer._tf import tf
 from hubtransfer.config import cache_root
 from hubtransfer.decoding import decode_many
+from hubtransfer.imagestore import ImageStore, file_stamps, image_key
 
 __all__ = [
     "DEFAULT_IMAGE_MEMORY_BYTES",
@@ -69,7 +76,7 @@ class ImageCache:
         max_image_size: The cap on the shorter side the images were decoded to (None:
             full resolution).
         path: The backing file when the cache spilled to disk (it may already be
-            unlinked, see the module docs), else None.
+            unlinked, see the module docs) or was read from the image store, else None.
     """
 
     images: tuple[NDArray[np.uint8], ...] = field(repr=False)
@@ -128,8 +135,16 @@ def build_image_cache(
     spill_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     what: str = "",
+    store: ImageStore | None = None,
+    stamps: Mapping[str, tuple[int, int]] | None = None,
+    folder: str | os.PathLike[str] | None = None,
 ) -> tuple[ImageCache, dict[str, int], dict[str, str]]:
     """Decodes ``paths`` once, in parallel threads, into an :class:`ImageCache`.
+
+    With a ``store``, the images come from it when it holds these very files (same
+    paths, sizes and modification times, same decoding), and nothing is decoded; else
+    the files unchanged since an earlier entry of ``folder`` are taken from it, the rest
+    are decoded, and the result is stored for the next time.
 
     Args:
         paths: The image files.
@@ -139,19 +154,80 @@ def build_image_cache(
         spill_dir: Where that file goes; ``cache_root() / "images"`` if None.
         workers: Decoding threads; one per CPU core if None.
         what: How progress records name the pass, e.g. the folder.
+        store: The persistent image store to read from and write to; None for neither.
+        stamps: Each path's (size, mtime_ns) when already known (one ``stat`` each
+            otherwise); only used with a ``store``.
+        folder: The folder ``paths`` were listed from (the store reuses a folder's
+            earlier entries); their common parent if None.
 
     Returns:
         ``(cache, index, failures)``: the cache of the readable files, each readable
         path's index in it, and each unreadable path's reason (from
         :data:`hubtransfer.decoding.REASONS`).
     """
-    progress = Progress(logger, f"Decoding {len(paths)} images{what}", len(paths))
+    if store is None:
+        return _decode_into_cache(
+            paths, {}, max_image_size, memory_limit_bytes, spill_dir, workers, what
+        )
+    files = file_stamps(paths, stamps or {})
+    key = image_key(files, max_image_size)
+    stored = store.get(key, files)
+    if stored is not None:
+        logger.info(
+            "Read %d decoded images%s from the image store (%s), decoding nothing",
+            len(stored[0]),
+            what,
+            key[:12],
+        )
+        return stored
+    if folder is None:
+        folder = os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else "."
+    reused = store.reusable(files, folder=folder, max_image_size=max_image_size)
+    if reused:
+        logger.info(
+            "Image store: %d of %d files%s unchanged since an earlier load, reused; "
+            "decoding the other %d",
+            len(reused),
+            len(paths),
+            what,
+            len(paths) - len(reused),
+        )
+    loaded = _decode_into_cache(
+        paths, reused, max_image_size, memory_limit_bytes, spill_dir, workers, what
+    )
+    store.put(key, files, loaded, folder=folder)
+    return loaded
+
+
+def _decode_into_cache(
+    paths: Sequence[str],
+    known: Mapping[str, NDArray[np.uint8] | str],
+    max_image_size: int | None,
+    memory_limit_bytes: int,
+    spill_dir: str | os.PathLike[str] | None,
+    workers: int | None,
+    what: str,
+) -> tuple[ImageCache, dict[str, int], dict[str, str]]:
+    """The cache of ``paths``, decoding those not in ``known`` (images or reasons)."""
+    todo = [p for p in paths if p not in known]
+    progress = Progress(logger, f"Decoding {len(todo)} images{what}", len(todo))
     decoded = decode_many(
-        paths,
+        todo,
         min_size=max_image_size,
         workers=workers,
         progress=lambda done, _total: progress.update(done),
     )
+
+    def results() -> Iterator[NDArray[np.uint8] | str]:
+        for path in paths:
+            if path in known:
+                earlier = known[path]
+                # A copy: the view belongs to another store entry, which may be evicted.
+                yield earlier if isinstance(earlier, str) else np.array(earlier)
+            else:
+                yield next(decoded)
+        next(decoded, None)  # runs the decoder to its end, which stops its threads
+
     held: list[NDArray[np.uint8]] = []
     shapes: list[tuple[int, int, int]] = []
     index: dict[str, int] = {}
@@ -160,7 +236,7 @@ def build_image_cache(
     spill: IO[bytes] | None = None
     spill_path: Path | None = None
     try:
-        for path, result in zip(paths, decoded, strict=True):
+        for path, result in zip(paths, results(), strict=True):
             if isinstance(result, str):
                 failures[path] = result
                 continue
@@ -180,7 +256,8 @@ def build_image_cache(
     finally:
         if spill is not None:
             spill.close()
-    progress.finish()
+    if todo:
+        progress.finish()
     if spill_path is None:
         return ImageCache(tuple(held), max_image_size), index, failures
     return _mapped(spill_path, shapes, total, max_image_size), index, failures

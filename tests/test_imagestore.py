@@ -1,0 +1,305 @@
+"""The image store: decoded folders kept across processes, incremental, torn-safe, bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import hubtransfer as ht
+from hubtransfer import decoding, imagecache
+from hubtransfer.data import file_split
+from hubtransfer.errors import ConfigurationError
+from hubtransfer.imagecache import build_image_cache
+from hubtransfer.imagestore import ImageStore, file_stamps, image_key
+from images import write_colour_folder
+
+
+def _folder(root: Path, per_class: int = 6, seed: int = 0) -> Path:
+    write_colour_folder(root, per_class=per_class, size=(30, 40), seed=seed)
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    return root
+
+
+def _decoding() -> mock.MagicMock:
+    """Counts decoding passes (and their files) where the image cache calls the decoder."""
+    return mock.patch.object(imagecache, "decode_many", wraps=decoding.decode_many)
+
+
+def _decoded(spy: mock.MagicMock) -> list[str]:
+    return [str(p) for call in spy.call_args_list for p in call.args[0]]
+
+
+def _pixels(data: ht.ImageData) -> dict[str, list[tuple[bytes, int]]]:
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    pixels = {
+        name: [(x.numpy().tobytes() + bytes(x.shape), int(y)) for x, y in split]
+        for name, split in splits.items()
+        if split is not None
+    }
+    pixels["train"].sort()  # train's order is a fresh shuffle every pass
+    return pixels
+
+
+def _same(a: ht.ImageData, b: ht.ImageData) -> None:
+    assert a.fingerprint == b.fingerprint
+    assert a.counts == b.counts and a.counts.skip_reasons == b.counts.skip_reasons
+    assert a.class_names == b.class_names
+    assert (a.train_files, a.validation_files, a.test_files) == (
+        b.train_files,
+        b.validation_files,
+        b.test_files,
+    )
+    assert _pixels(a) == _pixels(b)
+
+
+def test_second_load_decodes_nothing_and_gives_the_same_data(
+    tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    kwargs: dict[str, Any] = {"validation_fraction": 0.25, "test_fraction": 0.2}
+    first = ht.load_image_folder(folder, **kwargs)
+    assert first.counts.skip_reasons == (
+        (str(folder / "red" / "broken.jpg"), "unreadable (truncated)"),
+    )
+    with _decoding() as spy, caplog.at_level(logging.INFO, logger="hubtransfer"):
+        second = ht.load_image_folder(folder, **kwargs)
+    assert spy.call_count == 0  # nothing decoded, not even the broken file
+    assert "from the image store" in caplog.text
+    _same(first, second)
+    fresh = ht.load_image_folder(folder, **kwargs, image_store=False)  # decoded, no store
+    _same(fresh, second)
+    split = file_split(second.validation)
+    assert split is not None and split.cache.path is not None
+    assert split.cache.path.parent.parent == _private_cache_dir / "images"
+    assert not split.cache.images[0].flags.writeable  # a read-only view of the store's file
+    (entry,) = ImageStore().entries()
+    assert entry.metadata["root"] == str(folder.absolute())
+    assert entry.metadata["images"] == 12 and entry.metadata["failures"] == 1
+    assert entry.metadata["max_image_size"] == 256
+    assert sorted(p.name for p in entry.path.iterdir()) == [
+        ".hubtransfer.json",
+        "index.json",
+        "pixels.u8",
+    ]
+    # Its recipe (what a Dask or spawn worker runs) reads the store too.
+    with _decoding() as spy:
+        again = second.recipe.load() if second.recipe else None
+    assert again is not None and spy.call_count == 0
+    _same(second, again)
+
+
+def test_changed_and_added_files_are_the_only_ones_decoded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    ht.load_image_folder(folder)
+    touched = folder / "blue" / "img_002.png"
+    info = touched.stat()
+    os.utime(touched, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    added = folder / "red" / "img_100.jpg"
+    added.write_bytes((folder / "red" / "img_000.jpg").read_bytes())
+    with _decoding() as spy, caplog.at_level(logging.INFO, logger="hubtransfer"):
+        updated = ht.load_image_folder(folder)
+    assert sorted(_decoded(spy)) == sorted([str(touched), str(added)])
+    assert "12 of 14 files" in caplog.text and "reused" in caplog.text
+    _same(updated, ht.load_image_folder(folder, image_store=False))
+    assert len(ImageStore().entries()) == 2  # the old version stays until evicted
+    with _decoding() as spy:
+        _same(updated, ht.load_image_folder(folder))
+    assert spy.call_count == 0
+
+
+def _entry(cache: Path) -> Path:
+    (entry,) = (cache / "images").iterdir()
+    return entry
+
+
+def _truncate_pixels(entry: Path) -> None:
+    pixels = entry / "pixels.u8"
+    pixels.write_bytes(pixels.read_bytes()[:-7])
+
+
+def _garble_index(entry: Path) -> None:
+    (entry / "index.json").write_text('{"format": 1, "files": [')
+
+
+def _misplace_offsets(entry: Path) -> None:
+    index = json.loads((entry / "index.json").read_text())
+    shaped = [item for item in index["files"] if "shape" in item]
+    shaped[0]["shape"], shaped[1]["shape"] = shaped[1]["shape"], [1, 1, 3]
+    (entry / "index.json").write_text(json.dumps(index))
+
+
+def _remove_marker(entry: Path) -> None:
+    (entry / ".hubtransfer.json").unlink()
+
+
+@pytest.mark.parametrize(
+    "damage", [_truncate_pixels, _garble_index, _misplace_offsets, _remove_marker]
+)
+def test_a_torn_entry_is_discarded_with_a_warning_and_rebuilt(
+    tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture, damage: Any
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    first = ht.load_image_folder(folder)
+    entry = _entry(_private_cache_dir)
+    damage(entry)
+    with _decoding() as spy, caplog.at_level(logging.WARNING, logger="hubtransfer"):
+        again = ht.load_image_folder(folder)
+    assert len(_decoded(spy)) == 13  # all of it: a damaged entry is not reused either
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hubtransfer.imagestore"]
+    assert len(warnings) == 1 and str(entry) in warnings[0] and "unreadable" in warnings[0]
+    _same(first, again)
+    assert _entry(_private_cache_dir) == entry  # written again, whole
+    assert (entry / ".hubtransfer.json").is_file()
+    with _decoding() as spy:
+        _same(first, ht.load_image_folder(folder))
+    assert spy.call_count == 0
+
+
+def _load_in_a_process(folder: str, store: str, barrier: Any) -> tuple[str, Any]:
+    barrier.wait()  # both scan, decode and store at once
+    data = ht.load_image_folder(folder, image_store=store)
+    return data.fingerprint, _pixels(data)
+
+
+@pytest.mark.slow  # starts two processes
+def test_two_processes_loading_one_folder_both_succeed_with_one_entry(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "photos", per_class=20)
+    store = tmp_path / "store"
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(2)
+        with context.Pool(2) as pool:
+            results = pool.starmap(
+                _load_in_a_process, [(str(folder), str(store), barrier) for _ in range(2)]
+            )
+    assert results[0] == results[1]
+    expected = ht.load_image_folder(folder, image_store=False)
+    assert results[0] == (expected.fingerprint, _pixels(expected))
+    (entry,) = ImageStore(store).entries()
+    assert [p.name for p in (store / "images").iterdir()] == [entry.key]  # no staging left
+
+
+def test_a_read_only_cache_root_costs_one_warning_not_the_load(
+    tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    expected = ht.load_image_folder(folder, image_store=False)
+    _private_cache_dir.chmod(0o555)
+    # As root, permissions do not stop a write: the file system's refusal is simulated.
+    refusal = OSError(errno.EROFS, "Read-only file system")
+    as_root = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+    patch = (
+        mock.patch("hubtransfer.imagestore.write_directory", side_effect=refusal)
+        if as_root
+        else contextlib.nullcontext()
+    )
+    try:
+        with patch, caplog.at_level(logging.WARNING, logger="hubtransfer"):
+            data = ht.load_image_folder(folder)
+    finally:
+        _private_cache_dir.chmod(0o755)
+    _same(expected, data)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hubtransfer.imagestore"]
+    assert len(warnings) == 1
+    assert "decoded again next time" in warnings[0]
+    assert "HUBTRANSFER_CACHE_DIR" in warnings[0] and "image_store=False" in warnings[0]
+    assert ImageStore().entries() == []
+
+
+def _build(folder: Path, store: ImageStore) -> str:
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    build_image_cache(paths, store=store, folder=folder)
+    return image_key(file_stamps(paths, {}), 256)
+
+
+def _png_folder(folder: Path, n: int, seed: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_eviction_keeps_the_store_under_its_cap_and_leaves_user_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "cache" / "images"
+    directory.mkdir(parents=True)
+    mine = directory / "notes.txt"
+    mine.write_text("keep me")
+    foreign = directory / ("f" * 64)  # named like an entry, not marked as one
+    foreign.mkdir()
+    (foreign / "big.bin").write_bytes(b"\0" * 100_000)
+    first = _build(_png_folder(tmp_path / "first", 4, seed=0), ImageStore(tmp_path / "cache"))
+    (entry,) = ImageStore(tmp_path / "cache").entries()
+    assert entry.key == first
+    ImageStore(tmp_path / "cache").clear()
+    # Room for two entries of four 20 x 20 images, not three.
+    store = ImageStore(tmp_path / "cache", max_bytes=entry.bytes * 5 // 2)
+    a = _build(_png_folder(tmp_path / "a", 4, seed=1), store)
+    time.sleep(0.05)
+    b = _build(_png_folder(tmp_path / "b", 4, seed=2), store)
+    time.sleep(0.05)
+    with _decoding() as spy:
+        _build(tmp_path / "a", store)  # a use: a is now more recent than b
+    assert spy.call_count == 0
+    time.sleep(0.05)
+    with caplog.at_level(logging.INFO, logger="hubtransfer"):
+        c = _build(_png_folder(tmp_path / "c", 4, seed=3), store)
+    kept = {e.key for e in store.entries()}
+    assert kept == {a, c} and b not in kept  # b, least recently used, went
+    assert sum(e.bytes for e in store.entries()) <= store.max_bytes
+    assert "removed 1 least recently used" in caplog.text and str(tmp_path / "b") in caplog.text
+    assert mine.read_text() == "keep me" and (foreign / "big.bin").stat().st_size > 0
+    # An entry larger than the whole cap is still kept: never the one just written.
+    tiny = ImageStore(tmp_path / "cache", max_bytes=0)
+    d = _build(_png_folder(tmp_path / "d", 4, seed=4), tiny)
+    assert {e.key for e in tiny.entries()} == {d}
+    assert mine.exists() and foreign.is_dir()
+
+
+def test_without_the_store_nothing_is_written_to_the_cache_root(
+    tmp_path: Path, _private_cache_dir: Path
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    for _ in range(2):
+        with _decoding() as spy:
+            ht.load_image_folder(folder, image_store=False)
+        assert len(_decoded(spy)) == 13
+    assert list(_private_cache_dir.rglob("*")) == []
+
+
+def test_a_store_path_keeps_the_images_there(tmp_path: Path, _private_cache_dir: Path) -> None:
+    folder = _folder(tmp_path / "photos")
+    first = ht.load_image_folder(folder, image_store=tmp_path / "elsewhere")
+    assert len(ImageStore(tmp_path / "elsewhere").entries()) == 1
+    assert list(_private_cache_dir.rglob("*")) == []
+    assert first.recipe is not None
+    assert dict(first.recipe.arguments)["image_store"] == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("bad", [None, 1, 0, "", b"/tmp", ["/tmp"]])
+def test_a_bad_image_store_is_refused_before_any_decoding(tmp_path: Path, bad: object) -> None:
+    folder = _folder(tmp_path / "photos")
+    with (
+        _decoding() as spy,
+        pytest.raises(ConfigurationError, match="image_store must be True") as err,
+    ):
+        ht.load_image_folder(folder, image_store=bad)  # type: ignore[arg-type]
+    assert "or a directory path" in str(err.value) and f"image_store={bad!r}" in str(err.value)
+    assert spy.call_count == 0
