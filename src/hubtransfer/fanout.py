@@ -120,8 +120,10 @@ def run_task(task: TrialTask) -> BenchmarkResult:
             task.measure_latency,
             None if task.model_path is None else Path(task.model_path),
         )
+        loaded = run.loaded_backbone
         del model, run
-    gc.collect()
+    if loaded:  # a backbone's graph and weights sit in reference cycles
+        gc.collect()
     return result
 
 

@@ -544,7 +544,8 @@ def _run_in_process(
 ) -> None:
     machine = environment()
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
-        for spec in dict.fromkeys(t.spec for t in todo):  # a backbone's modes share a Run
+        specs = list(dict.fromkeys(t.spec for t in todo))
+        for spec in specs:  # a backbone's modes share a Run
             run = Run(
                 spec,
                 data,
@@ -586,8 +587,10 @@ def _run_in_process(
                             "TensorBoard: could not write %s's summary: %s", trial.spec.name, exc
                         )
                 del model
+            loaded = run.loaded_backbone
             del run
-            gc.collect()
+            if loaded and spec != specs[-1]:  # its graph and weights sit in reference cycles
+                gc.collect()
 
 
 def _run_on_executor(

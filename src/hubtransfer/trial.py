@@ -284,6 +284,7 @@ class Run:
         self.registry = registry
         self._features: dict[str, FeatureSet] | None = None
         self._frozen_layer: tf_keras.layers.Layer | None = None
+        self.loaded_backbone = False  # whether a backbone was loaded (memory to give back)
         self.class_weight: dict[int, float] | None = None
 
     @property
@@ -293,6 +294,7 @@ class Run:
     def _build(self, *, trainable: bool, learning_rate: float, seed: int) -> tf_keras.Model:
         s = self.settings
         tf_keras.utils.set_random_seed(seed)
+        self.loaded_backbone = True
         return build_classifier(
             self.spec,
             self.data.num_classes,
@@ -314,6 +316,7 @@ class Run:
         if self._frozen_layer is None:
             with strategy_scope(self.strategy):
                 self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
+            self.loaded_backbone = True
         return self._frozen_layer
 
     def _new_head(self, seed: int) -> tf_keras.Model:
@@ -519,7 +522,9 @@ class Run:
         history, seconds = _fit(
             head,
             train.dataset(s.batch_size, shuffle=True, seed=seed),
-            validation.dataset(s.batch_size),
+            # One batch per pass where it fits: fewer steps, no second trace for a
+            # smaller last batch (the validation metrics are means over all examples).
+            validation.dataset(max(s.batch_size, min(len(validation), _CHUNK))),
             epochs,
             phase,
             [*self.callbacks, *extra],
