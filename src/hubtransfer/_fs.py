@@ -9,7 +9,10 @@ Three rules, so that a kill, a full disk or a second process never loses anythin
   carries the same kind of marker and the caller said ``overwrite=True``
   (:func:`write_directory`); what hubtransfer did not create is never deleted;
 - one writer per output folder at a time (:func:`exclusive_lock`), released by the
-  operating system when the process dies.
+  operating system when the process dies;
+- the caches' keyed entries are listed, removed and cleaned up after killed writers in
+  one way (:func:`marked_entries`, :func:`discard_directory`,
+  :func:`remove_stale_staging`).
 
 This module does not import TensorFlow.
 """
@@ -19,23 +22,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 from hubtransfer.errors import HubTransferError, OutputDirectoryError
 
 __all__ = [
+    "ENTRY_NAME",
     "MARKER",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_writable_dir",
+    "discard_directory",
     "exclusive_lock",
+    "marked_entries",
     "read_marker",
+    "remove_stale_staging",
     "unique_sibling",
     "write_directory",
 ]
@@ -203,6 +212,51 @@ def _swap_in(staging: Path, path: Path, replace_old: bool) -> None:
         old.rmdir()
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+#: Names of keyed entry directories (a SHA-256 in hex), see :func:`marked_entries`.
+ENTRY_NAME: Final = re.compile(r"[0-9a-f]{64}")
+# Leftovers of a writer killed mid-write: write_directory's staging and set-aside names.
+_STALE_NAME: Final = re.compile(r"\.[0-9a-f]{64}-(staging|old)-[0-9a-f]{16}")
+_STALE_AFTER_S: Final = 3600.0
+
+
+def marked_entries(directory: Path, kind: str) -> list[tuple[Path, dict[str, object]]]:
+    """The keyed entries of a store: directories named like a key, marked as ``kind``."""
+    found: list[tuple[Path, dict[str, object]]] = []
+    if not directory.is_dir():
+        return found
+    for path in directory.iterdir():
+        if not (ENTRY_NAME.fullmatch(path.name) and path.is_dir()):
+            continue
+        marker = read_marker(path)
+        if marker is not None and marker.get("kind") == kind:
+            found.append((path, marker))
+    return found
+
+
+def discard_directory(path: Path) -> None:
+    """Removes a directory hubtransfer wrote, renamed aside first so that no reader ever
+    sees it half-deleted; one already gone (or not removable) is left as it is."""
+    try:
+        aside = _make_unique_dir(path.parent, f".{path.name}-old-")
+        os.replace(path, aside / path.name)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_stale_staging(directory: Path) -> None:
+    """Removes what writers killed mid-write left in a store (staging and set-aside
+    directories), once over an hour old: a younger one may belong to a live writer."""
+    if not directory.is_dir():
+        return
+    now = time.time()
+    for path in directory.iterdir():
+        if _STALE_NAME.fullmatch(path.name) and path.is_dir():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > _STALE_AFTER_S:
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:

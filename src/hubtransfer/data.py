@@ -36,7 +36,7 @@ from hubtransfer.imagecache import (
     build_image_cache,
 )
 from hubtransfer.imagestore import ImageStore
-from hubtransfer.validation import check_fraction, check_int
+from hubtransfer.validation import check_cache_location, check_fraction, check_int
 
 __all__ = ["DataRecipe", "ImageCounts", "ImageData", "load_image_folder", "load_tfds"]
 
@@ -595,17 +595,10 @@ def _log_skipped(root: Path, reasons: dict[str, str], undecodable: Iterable[str]
 
 
 def _image_store(image_store: object) -> ImageStore | None:
-    if image_store is True:
-        return ImageStore()
-    if image_store is False:
-        return None
-    if isinstance(image_store, (str, os.PathLike)) and os.fspath(image_store):
-        return ImageStore(image_store)
-    raise ConfigurationError(
-        "image_store must be True (the cache directory: $HUBTRANSFER_CACHE_DIR or the "
-        "user's cache), False (keep decoded images for this process only) or a directory "
-        f"path. Received: image_store={image_store!r}."
+    on, root = check_cache_location(
+        "image_store", image_store, off="keep decoded images for this process only"
     )
+    return ImageStore(root) if on else None
 
 
 def load_image_folder(

@@ -48,8 +48,6 @@ import hashlib
 import json
 import logging
 import os
-import re
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +59,14 @@ import PIL
 from numpy.typing import NDArray
 from PIL import Image
 
-from hubtransfer._fs import MARKER, _make_unique_dir, read_marker, write_directory
+from hubtransfer._fs import (
+    MARKER,
+    discard_directory,
+    marked_entries,
+    read_marker,
+    remove_stale_staging,
+    write_directory,
+)
 from hubtransfer.config import cache_root
 from hubtransfer.decoding import DECODING_VERSION, MAX_PIXELS, REASONS
 from hubtransfer.errors import HubTransferError
@@ -88,10 +93,6 @@ DEFAULT_IMAGE_STORE_BYTES: Final = 8 << 30
 _KIND: Final = "image-store-entry"
 _PIXELS: Final = "pixels.u8"
 _INDEX: Final = "index.json"
-_ENTRY_NAME: Final = re.compile(r"[0-9a-f]{64}")
-# Leftovers of a writer killed mid-write (write_directory's staging and old names).
-_STALE_NAME: Final = re.compile(r"\.[0-9a-f]{64}-(staging|old)-[0-9a-f]{16}")
-_STALE_AFTER_S: Final = 3600.0
 
 #: A listed file: (path as the caller lists it, size, modification time in ns).
 FileStamp = tuple[str, int, int]
@@ -216,7 +217,7 @@ class ImageStore:
                 path,
                 exc,
             )
-            self._discard(path)
+            discard_directory(path)
             return None
         images: list[NDArray[np.uint8]] = []
         index: dict[str, int] = {}
@@ -370,14 +371,7 @@ class ImageStore:
     def entries(self) -> list[ImageStoreEntry]:
         """Every entry of the store, oldest first."""
         found: list[ImageStoreEntry] = []
-        if not self.directory.is_dir():
-            return found
-        for path in self.directory.iterdir():
-            if not (_ENTRY_NAME.fullmatch(path.name) and path.is_dir()):
-                continue
-            marker = read_marker(path)
-            if marker is None or marker.get("kind") != _KIND:
-                continue
+        for path, marker in marked_entries(self.directory, _KIND):
             try:
                 size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
                 used = (path / MARKER).stat().st_mtime
@@ -393,19 +387,11 @@ class ImageStore:
         removed, with the staging directories of writers killed over an hour ago;
         anything else in the directory is left alone.
         """
-        removed, freed = 0, 0
-        for entry in self.entries():
-            self._discard(entry.path)
-            removed += 1
-            freed += entry.bytes
-        if self.directory.is_dir():
-            now = time.time()
-            for path in self.directory.iterdir():
-                if _STALE_NAME.fullmatch(path.name) and path.is_dir():
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > _STALE_AFTER_S:
-                            shutil.rmtree(path, ignore_errors=True)
-        return removed, freed
+        entries = self.entries()
+        for entry in entries:
+            discard_directory(entry.path)
+        remove_stale_staging(self.directory)
+        return len(entries), sum(e.bytes for e in entries)
 
     def _evict(self, *, keep: str) -> None:
         entries = self.entries()
@@ -416,7 +402,7 @@ class ImageStore:
                 break
             if entry.key == keep:
                 continue
-            self._discard(entry.path)
+            discard_directory(entry.path)
             total -= entry.bytes
             evicted.append(
                 f"{entry.metadata.get('root', '?')} ({entry.bytes / 1e6:.1f} MB, {entry.key[:12]})"
@@ -428,15 +414,6 @@ class ImageStore:
                 len(evicted),
                 "; ".join(evicted),
             )
-
-    def _discard(self, path: Path) -> None:
-        # Renamed aside first, so a reader never sees a half-deleted entry.
-        try:
-            aside = _make_unique_dir(path.parent, f".{path.name}-old-")
-            os.replace(path, aside / path.name)
-        except OSError:
-            return
-        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _open(path: Path, key: str) -> _Opened:

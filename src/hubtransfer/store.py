@@ -48,7 +48,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from hubtransfer._fs import _make_unique_dir, atomic_write_text, read_marker, write_directory
+from hubtransfer._fs import (
+    atomic_write_text,
+    discard_directory,
+    marked_entries,
+    read_marker,
+    remove_stale_staging,
+    write_directory,
+)
 from hubtransfer.config import cache_root
 from hubtransfer.errors import HubTransferError
 from hubtransfer.registry import Backbone
@@ -81,10 +87,6 @@ STORE_FORMAT: Final = 1
 #: its resize, crop or scaling changes, so no entry made by the old code is read.
 PREPROCESSING_VERSION: Final = 1
 _KIND: Final = "feature-store-entry"
-_ENTRY_NAME: Final = re.compile(r"[0-9a-f]{64}")
-# Leftovers of a writer killed mid-write (write_directory's staging and old names).
-_STALE_NAME: Final = re.compile(r"\.[0-9a-f]{64}-(staging|old)-[0-9a-f]{16}")
-_STALE_AFTER_S: Final = 3600.0
 _MEASURED: Final = ("model_bytes", "params_total", "params_trainable")
 _MEASUREMENT_NAME: Final = re.compile(r"[0-9a-f]{64}\.json")
 # Model files whose size and time identify a local SavedModel's contents.
@@ -246,7 +248,7 @@ class FeatureStore:
                 path,
                 exc,
             )
-            self._discard(path)
+            discard_directory(path)
             return None
         if mapped.nbytes <= memory_limit_bytes:
             features = FeatureSet(np.array(mapped), labels.astype(np.int64), 0.0, from_store=True)
@@ -325,17 +327,10 @@ class FeatureStore:
 
     def entries(self) -> list[StoreEntry]:
         """Every entry of the store, oldest first."""
-        found: list[StoreEntry] = []
-        if not self.directory.is_dir():
-            return found
-        for path in self.directory.iterdir():
-            if not (_ENTRY_NAME.fullmatch(path.name) and path.is_dir()):
-                continue
-            marker = read_marker(path)
-            if marker is None or marker.get("kind") != _KIND:
-                continue
-            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-            found.append(StoreEntry(path.name, path, size, dict(marker)))
+        found = [
+            StoreEntry(path.name, path, _bytes(path), dict(marker))
+            for path, marker in marked_entries(self.directory, _KIND)
+        ]
         return sorted(found, key=lambda e: (str(e.metadata.get("created", "")), e.key))
 
     def clear(self) -> tuple[int, int]:
@@ -348,7 +343,7 @@ class FeatureStore:
         """
         removed, freed = 0, 0
         for entry in self.entries():
-            self._discard(entry.path)
+            discard_directory(entry.path)
             removed += 1
             freed += entry.bytes
         if self.measurements.is_dir():
@@ -357,23 +352,16 @@ class FeatureStore:
                     with contextlib.suppress(OSError):
                         freed += path.stat().st_size
                         path.unlink()
-        if self.directory.is_dir():
-            now = time.time()
-            for path in self.directory.iterdir():
-                if _STALE_NAME.fullmatch(path.name) and path.is_dir():
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > _STALE_AFTER_S:
-                            shutil.rmtree(path, ignore_errors=True)
+        remove_stale_staging(self.directory)
         return removed, freed
 
-    def _discard(self, path: Path) -> None:
-        # Renamed aside first, so a reader never sees a half-deleted entry.
-        try:
-            aside = _make_unique_dir(path.parent, f".{path.name}-old-")
-            os.replace(path, aside / path.name)
-        except OSError:
-            return
-        shutil.rmtree(aside, ignore_errors=True)
+
+def _bytes(directory: Path) -> int:
+    """Bytes of the files directly in ``directory`` (0 if it went meanwhile)."""
+    try:
+        return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+    except OSError:
+        return 0
 
 
 def _with_seconds(features: FeatureSet, seconds: float) -> FeatureSet:

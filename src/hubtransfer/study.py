@@ -53,7 +53,7 @@ from hubtransfer.settings import (
 from hubtransfer.storage import RESULTS_FILE, append_result, read_results
 from hubtransfer.store import FeatureStore
 from hubtransfer.trial import Run, environment, label_counts, run_trial
-from hubtransfer.validation import check_bool, check_choice, check_int
+from hubtransfer.validation import check_bool, check_cache_location, check_choice, check_int
 
 __all__ = ["benchmark"]
 
@@ -330,17 +330,8 @@ def _check_fanout(executor: object, data: ImageData, runtime_args: dict[str, obj
 
 
 def _feature_store(feature_store: object) -> FeatureStore | None:
-    if feature_store is True:
-        return FeatureStore()
-    if feature_store is False:
-        return None
-    if isinstance(feature_store, (str, os.PathLike)) and os.fspath(feature_store):
-        return FeatureStore(feature_store)
-    raise ConfigurationError(
-        "feature_store must be True (the cache directory: $HUBTRANSFER_CACHE_DIR or the "
-        "user's cache), False (store nothing) or a directory path. "
-        f"Received: feature_store={feature_store!r}."
-    )
+    on, root = check_cache_location("feature_store", feature_store, off="store nothing")
+    return FeatureStore(root) if on else None
 
 
 def _check_runtime(

@@ -10,6 +10,7 @@ This module does not import TensorFlow.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection
 from typing import Any
 
@@ -17,6 +18,7 @@ from hubtransfer.errors import ConfigurationError
 
 __all__ = [
     "check_bool",
+    "check_cache_location",
     "check_choice",
     "check_fraction",
     "check_int",
@@ -104,3 +106,23 @@ def check_choice(name: str, value: Any, allowed: Collection[Any]) -> Any:
         choices = ", ".join(repr(a) for a in allowed)
         raise ConfigurationError(f"{name} must be one of {choices}. {_received(name, value)}")
     return value
+
+
+def check_cache_location(
+    name: str, value: object, *, off: str
+) -> tuple[bool, str | os.PathLike[str] | None]:
+    """``(on, root)`` of a cache argument: True (the cache directory), False or a path.
+
+    Args:
+        name: The parameter.
+        value: What was passed.
+        off: What False means, for the message, e.g. "store nothing".
+    """
+    if value is True or value is False:
+        return value, None
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+        return True, value
+    raise ConfigurationError(
+        f"{name} must be True (the cache directory: $HUBTRANSFER_CACHE_DIR or the user's "
+        f"cache), False ({off}) or a directory path. {_received(name, value)}"
+    )
