@@ -400,6 +400,28 @@ def test_study_served_from_the_store_never_loads_its_backbone(
     assert saved.stat().st_size == first.model_bytes
 
 
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_a_spec_promising_other_features_fails_with_the_fix_and_stores_nothing(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path, cache_features: bool
+) -> None:
+    import dataclasses
+
+    wrong = dataclasses.replace(models["tf2"], name="wrong_dim", feature_dim=16)  # it gives 8
+    result = ht.benchmark(
+        wrong,
+        data,
+        epochs=1,
+        measure_latency=False,
+        feature_store=tmp_path,
+        cache_features=cache_features,
+    ).results[0]
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "promises pooled features (batch, 16)" in result.error
+    assert "fix feature_dim with dataclasses.replace()" in result.error
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
+
+
 def test_feature_store_defaults_to_the_cache_dir_and_is_checked(
     models: dict[str, Backbone], data: ht.ImageData, _private_cache_dir: Path
 ) -> None:

@@ -1,10 +1,12 @@
 """One trial of a study: a backbone trained in one mode over its seeds, then measured.
 
 :func:`run_trial` is the unit a study runs, in-process or on a worker (see
-:mod:`hubtransfer.fanout`). For each seed it builds the classifier, trains it (the head on
-cached features when the backbone is frozen; two phases when fine-tuning), keeps the
-weights of the epoch ``monitor`` picks, and scores that model on validation and test.
-Then it measures the first seed's model: size, parameters, latency, TFLite exports.
+:mod:`hubtransfer.fanout`). For each seed it trains a model (a frozen backbone's head
+alone, on cached features; the whole classifier otherwise, in two phases when
+fine-tuning), keeps the weights of the epoch ``monitor`` picks, and scores that model on
+validation and test. Then it measures the first seed's model: size and parameters (kept
+per architecture in the store), latency, TFLite exports. The backbone goes in front of a
+head trained on cached features only when something needs the whole classifier.
 """
 
 from __future__ import annotations
@@ -412,6 +414,7 @@ class Run:
                 if key is not None and self.store is not None:
                     stored = self.store.get(key, memory_limit_bytes=self.memory_limit_bytes)
                 if stored is not None:
+                    check_feature_shape(self.spec, stored.features.shape)
                     self._features[name] = stored
                     continue
                 features = extract_features(
@@ -422,6 +425,7 @@ class Run:
                     total=getattr(self.data.counts, name, None),
                     what=f"{self.spec.name}: extracting {name} features",
                 )
+                check_feature_shape(self.spec, features.features.shape)  # before storing
                 if key is not None and self.store is not None:
                     self.store.put(
                         key,
@@ -434,8 +438,6 @@ class Run:
                         },
                     )
                 self._features[name] = features
-            for features in self._features.values():
-                check_feature_shape(self.spec, features.features.shape)
             logger.info(
                 "%s: features of %s images %s in %.1f s",
                 self.spec.name,
