@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,12 @@ import tensorflow as tf
 import tf_keras
 
 from hubtransfer.registry import Backbone, BackboneRegistry, default_registry
+
+# Module- and session-scoped fixtures run before any function-scoped one: the whole run
+# gets its own cache root first (never the user's), and each test its own below.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="hubtransfer-test-cache-")
+os.environ["HUBTRANSFER_CACHE_DIR"] = _SESSION_CACHE
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 TINY_SIZE = 16
 TINY_DIM = 8

@@ -300,7 +300,7 @@ def test_image_folder_pixels_are_pillows_reference(tmp_path: Path, max_image_siz
 
 def test_image_cache_spills_to_a_mapped_file_identically(tmp_path: Path) -> None:
     write_colour_folder(tmp_path / "data", per_class=6)
-    memory = ht.load_image_folder(tmp_path / "data", validation_fraction=0.25)
+    memory = ht.load_image_folder(tmp_path / "data", validation_fraction=0.25, image_store=False)
     spill_dir = tmp_path / "spill"
     disk = ht.load_image_folder(  # image_store=False: decoded again, not read from the store
         tmp_path / "data",

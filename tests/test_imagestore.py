@@ -22,7 +22,7 @@ from hubtransfer.data import file_split
 from hubtransfer.errors import ConfigurationError
 from hubtransfer.imagecache import build_image_cache
 from hubtransfer.imagestore import ImageStore, file_stamps, image_key
-from images import write_colour_folder
+from images import encode, write_colour_folder
 
 
 def _folder(root: Path, per_class: int = 6, seed: int = 0) -> Path:
@@ -114,7 +114,8 @@ def test_changed_and_added_files_are_the_only_ones_decoded(
     assert sorted(_decoded(spy)) == sorted([str(touched), str(added)])
     assert "12 of 14 files" in caplog.text and "reused" in caplog.text
     _same(updated, ht.load_image_folder(folder, image_store=False))
-    assert len(ImageStore().entries()) == 2  # the old version stays until evicted
+    (entry,) = ImageStore().entries()  # the folder's older entry is gone: all is in this one
+    assert entry.metadata["images"] == 13 and entry.metadata["failures"] == 1
     with _decoding() as spy:
         _same(updated, ht.load_image_folder(folder))
     assert spy.call_count == 0
@@ -152,14 +153,16 @@ def test_a_torn_entry_is_discarded_with_a_warning_and_rebuilt(
     tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture, damage: Any
 ) -> None:
     folder = _folder(tmp_path / "photos")
-    first = ht.load_image_folder(folder)
+    ht.load_image_folder(folder)
+    first = ht.load_image_folder(folder, image_store=False)  # not a view of the entry
     entry = _entry(_private_cache_dir)
     damage(entry)
     with _decoding() as spy, caplog.at_level(logging.WARNING, logger="hubtransfer"):
         again = ht.load_image_folder(folder)
     assert len(_decoded(spy)) == 13  # all of it: a damaged entry is not reused either
     warnings = [r.getMessage() for r in caplog.records if r.name == "hubtransfer.imagestore"]
-    assert len(warnings) == 1 and str(entry) in warnings[0] and "unreadable" in warnings[0]
+    assert len(warnings) == 1 and str(entry) in warnings[0]
+    assert "not what was written" in warnings[0] and "it is removed" in warnings[0]
     _same(first, again)
     assert _entry(_private_cache_dir) == entry  # written again, whole
     assert (entry / ".hubtransfer.json").is_file()
@@ -303,3 +306,100 @@ def test_a_bad_image_store_is_refused_before_any_decoding(tmp_path: Path, bad: o
         ht.load_image_folder(folder, image_store=bad)  # type: ignore[arg-type]
     assert "or a directory path" in str(err.value) and f"image_store={bad!r}" in str(err.value)
     assert spy.call_count == 0
+
+
+def _bmp(colour: int) -> bytes:
+    """A 40x30 BMP of one colour channel: same dimensions, same number of bytes."""
+    pixels = np.zeros((30, 40, 3), np.uint8)
+    pixels[..., colour] = 200
+    return encode(pixels, "BMP")
+
+
+def test_a_file_rewritten_with_the_same_size_and_time_is_decoded_again(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "photos")
+    target = folder / "red" / "img_bmp.bmp"
+    target.write_bytes(_bmp(0))
+    ht.load_image_folder(folder)
+    info = target.stat()
+    target.write_bytes(_bmp(2))  # as cp -p, rsync -a or an in-place EXIF edit do
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (info.st_size, info.st_mtime_ns)
+    with _decoding() as spy:
+        data = ht.load_image_folder(folder)
+    assert _decoded(spy) == [str(target)]  # its change time moved: only it is decoded
+    _same(data, ht.load_image_folder(folder, image_store=False))
+
+
+def test_a_file_that_could_not_be_read_is_tried_again_next_time(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "photos")
+    victim = str(folder / "blue" / "img_002.png")
+    real = decoding.decode_many
+
+    def unreadable_once(paths: list[str], **kwargs: Any) -> Any:
+        # The fault (permissions, a network drive's I/O error), not the decoder, is faked.
+        for path, result in zip(paths, real(paths, **kwargs), strict=True):
+            yield "cannot read file" if path == victim else result
+
+    with mock.patch.object(imagecache, "decode_many", side_effect=unreadable_once):
+        first = ht.load_image_folder(folder)
+    assert (victim, "unreadable (cannot read file)") in first.counts.skip_reasons
+    with _decoding() as spy:
+        second = ht.load_image_folder(folder)
+    assert _decoded(spy) == [victim]  # the others come from the store
+    assert victim not in dict(second.counts.skip_reasons)
+    _same(second, ht.load_image_folder(folder, image_store=False))
+    with _decoding() as spy:
+        _same(second, ht.load_image_folder(folder))
+    assert spy.call_count == 0  # stored whole now
+
+
+def test_a_store_that_cannot_be_read_costs_a_warning_and_keeps_its_entries(
+    tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _folder(tmp_path / "photos")
+    expected = ht.load_image_folder(folder)
+    images = str(_private_cache_dir / "images")
+    real_is_dir = Path.is_dir
+
+    def refused(path: Path) -> bool:  # EACCES, as for a folder another user made 0700
+        if str(path).startswith(images):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_is_dir(path)
+
+    with (
+        mock.patch.object(Path, "is_dir", refused),
+        caplog.at_level(logging.WARNING, logger="hubtransfer"),
+    ):
+        data = ht.load_image_folder(folder)
+    _same(expected, data)
+    assert "Could not read image store entry" in caplog.text
+    assert "Check the permissions" in caplog.text
+    with _decoding() as spy:
+        ht.load_image_folder(folder)
+    assert spy.call_count == 0  # the entry was kept, not discarded
+
+
+def test_a_folder_past_the_memory_limit_is_stored_and_read_back(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "photos")
+    first = ht.load_image_folder(folder, memory_limit_bytes=0)  # decoded to a spill file
+    with _decoding() as spy:
+        second = ht.load_image_folder(folder, memory_limit_bytes=0)
+    assert spy.call_count == 0
+    _same(first, second)
+    _same(second, ht.load_image_folder(folder, image_store=False))
+
+
+@pytest.fixture(scope="module")
+def _module_cache_root() -> Path:
+    from hubtransfer.config import cache_root
+
+    return cache_root()  # what a module-scoped fixture (built before any test) sees
+
+
+def test_module_fixtures_never_see_the_users_cache(
+    _module_cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubtransfer.config import cache_root
+
+    monkeypatch.delenv("HUBTRANSFER_CACHE_DIR")
+    assert _module_cache_root != cache_root()  # the user's default

@@ -84,7 +84,7 @@ def test_feature_dim_mismatch_is_reported(tiny_tf2: Backbone) -> None:
     import dataclasses
 
     wrong = dataclasses.replace(tiny_tf2, feature_dim=99)
-    with pytest.raises(ht.BackboneLoadError, match=r"returned features of shape \(None, 8\).*99"):
+    with pytest.raises(ht.BackboneLoadError, match=r"returned features of shape \(batch, 8\).*99"):
         ht.build_classifier(wrong, 2)
 
 

@@ -224,10 +224,13 @@ _STALE_AFTER_S: Final = 3600.0
 def marked_entries(directory: Path, kind: str) -> list[tuple[Path, dict[str, object]]]:
     """The keyed entries of a store: directories named like a key, marked as ``kind``."""
     found: list[tuple[Path, dict[str, object]]] = []
-    if not directory.is_dir():
+    try:
+        names = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    except OSError:  # unreadable: a cache that is not there
         return found
-    for path in directory.iterdir():
-        if not (ENTRY_NAME.fullmatch(path.name) and path.is_dir()):
+    for name in names:
+        path = directory / name
+        if not ENTRY_NAME.fullmatch(name):
             continue
         marker = read_marker(path)
         if marker is not None and marker.get("kind") == kind:
@@ -235,15 +238,21 @@ def marked_entries(directory: Path, kind: str) -> list[tuple[Path, dict[str, obj
     return found
 
 
-def discard_directory(path: Path) -> None:
+def discard_directory(path: Path) -> bool:
     """Removes a directory hubtransfer wrote, renamed aside first so that no reader ever
-    sees it half-deleted; one already gone (or not removable) is left as it is."""
+    sees it half-deleted; False when it could not be (already gone, or not removable)."""
     try:
         aside = _make_unique_dir(path.parent, f".{path.name}-old-")
+    except OSError:
+        return False
+    try:
         os.replace(path, aside / path.name)
     except OSError:
-        return
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        return False
     shutil.rmtree(aside, ignore_errors=True)
+    return True
 
 
 def remove_stale_staging(directory: Path) -> None:

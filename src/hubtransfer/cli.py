@@ -693,7 +693,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     folders = images.entries()
     print(
         f"Image store: {images.directory} (decoded image folders; least recently used go "
-        f"past {images.max_bytes / 1e9:.1f} GB)"
+        f"past {images.max_bytes / 2**30:.1f} GiB)"
     )
     print(f"Entries: {len(folders)}, {sum(e.bytes for e in folders) / 1e6:.1f} MB")
     for folder in folders:

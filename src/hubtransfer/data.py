@@ -470,14 +470,14 @@ class _Scan:
 
     files: dict[str, list[str]]  # class name -> kept paths, sorted
     skipped: list[tuple[str, str]]  # (path, reason), in listing order
-    stats: dict[str, tuple[int, int]]  # kept path -> (size, mtime_ns)
+    stats: dict[str, os.stat_result]  # kept path -> its stat
     listed: list[str]  # every path found, in class then path order
 
 
 def _scan(class_dirs: Sequence[Path], ignored: list[str]) -> _Scan:
     listed = {d.name: _walk_class(d, ignored) for d in class_dirs}
     skipped: dict[str, str] = {}
-    stats: dict[str, tuple[int, int]] = {}
+    stats: dict[str, os.stat_result] = {}
     # The same file (same device and inode: links, hard links, linked folders) may be
     # reachable by several paths: keep it once, and never under two labels.
     where: dict[tuple[int, int], list[tuple[str, str]]] = {}
@@ -491,7 +491,7 @@ def _scan(class_dirs: Sequence[Path], ignored: list[str]) -> _Scan:
             if not stat.S_ISREG(info.st_mode):
                 skipped[path] = "not a regular file"
                 continue
-            stats[path] = (info.st_size, info.st_mtime_ns)
+            stats[path] = info
             where.setdefault((info.st_dev, info.st_ino), []).append((name, path))
     for places in where.values():
         if len(places) == 1:
@@ -631,10 +631,10 @@ def load_image_folder(
     :func:`hubtransfer.prepare` crops, flips and resizes from it to each backbone's size.
 
     The decoded images are also kept in the image store (:mod:`hubtransfer.imagestore`,
-    ``<cache root>/images/``), keyed by every file's path, size and modification time
-    and by the decoding settings. Loading the same folder again, in this process or any
-    later one (another study, another head or learning rate), decodes nothing: the
-    stored pixels are memory-mapped. After files are added or changed, only those are
+    ``<cache root>/images/``), keyed by every file's path, size, modification and change
+    times and inode and by the decoding settings. Loading the same folder again, in this
+    process or any later one (another study, another head or learning rate), decodes
+    nothing: the stored pixels are memory-mapped. After files are added or changed, only those are
     decoded; the unchanged ones come from the store. Data, splits, fingerprint and
     skipped files are the same whether the images were decoded or read from the store.
 
@@ -782,7 +782,12 @@ def load_image_folder(
             "decoding": {"decoder": "pillow", "max_image_size": max_image_size},
             "splits": {
                 name: sorted(
-                    [Path(p).relative_to(root).as_posix(), *scan.stats[p], label]
+                    [
+                        Path(p).relative_to(root).as_posix(),
+                        scan.stats[p].st_size,
+                        scan.stats[p].st_mtime_ns,
+                        label,
+                    ]
                     for p, label in zip(*split, strict=True)
                 )
                 for name, split in splits.items()

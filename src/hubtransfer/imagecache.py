@@ -136,15 +136,16 @@ def build_image_cache(
     workers: int | None = None,
     what: str = "",
     store: ImageStore | None = None,
-    stamps: Mapping[str, tuple[int, int]] | None = None,
+    stamps: Mapping[str, os.stat_result] | None = None,
     folder: str | os.PathLike[str] | None = None,
 ) -> tuple[ImageCache, dict[str, int], dict[str, str]]:
     """Decodes ``paths`` once, in parallel threads, into an :class:`ImageCache`.
 
     With a ``store``, the images come from it when it holds these very files (same
-    paths, sizes and modification times, same decoding), and nothing is decoded; else
-    the files unchanged since an earlier entry of ``folder`` are taken from it, the rest
-    are decoded, and the result is stored for the next time.
+    paths, sizes, modification and change times and inodes, same decoding), and nothing
+    is decoded; else the files unchanged since an earlier entry of ``folder`` are taken
+    from it, the rest are decoded, and the result is stored (and then read back mapped,
+    so the decoded copies in memory can go) for the next time.
 
     Args:
         paths: The image files.
@@ -155,8 +156,8 @@ def build_image_cache(
         workers: Decoding threads; one per CPU core if None.
         what: How progress records name the pass, e.g. the folder.
         store: The persistent image store to read from and write to; None for neither.
-        stamps: Each path's (size, mtime_ns) when already known (one ``stat`` each
-            otherwise); only used with a ``store``.
+        stamps: Each path's ``os.stat`` when already known (one ``stat`` each otherwise);
+            only used with a ``store``.
         folder: The folder ``paths`` were listed from (the store reuses a folder's
             earlier entries); their common parent if None.
 
@@ -195,7 +196,9 @@ def build_image_cache(
     loaded = _decode_into_cache(
         paths, reused, max_image_size, memory_limit_bytes, spill_dir, workers, what
     )
-    store.put(key, files, loaded, folder=folder)
+    if store.put(key, files, loaded, folder=folder):
+        # Mapped from the entry just written: the decoded copies in memory can go.
+        return store.get(key, files) or loaded
     return loaded
 
 

@@ -13,29 +13,34 @@ the user's cache directory (``~/.cache/hubtransfer`` on Linux; see
 
 **Key** (:func:`image_key`): a SHA-256 over the store format, the decoder (Pillow, its
 version, :data:`hubtransfer.decoding.DECODING_VERSION`, the pixel caps), the cached
-image size (``max_image_size``) and the listed files as [absolute path, size,
-modification time in ns], in listing order. Touching, adding or removing a file gives a
-new key.
+image size (``max_image_size``) and the listed files as [absolute path, [size,
+modification time, status-change time (ns), inode]], in listing order. Touching,
+adding, removing or rewriting a file gives a new key, even a rewrite that keeps the size
+and modification time (``cp -p``, ``rsync -a``): no tool sets the change time back.
 
 **Entry**: one directory ``<key>/`` holding ``pixels.u8`` (every readable image's uint8
-RGB pixels, flat, one after the other), ``index.json`` (per listed file: its path, size
-and modification time, then its shape and offset in ``pixels.u8``, or the reason it
-could not be decoded, one of :data:`hubtransfer.decoding.REASONS`) and the marker
+RGB pixels, flat, one after the other), ``index.json`` (per listed file: its path and
+stamp, then its shape and offset in ``pixels.u8``, or the reason it could not be
+decoded, one of :data:`hubtransfer.decoding.REASONS`) and the marker
 ``.hubtransfer.json`` (kind, key, format, root folder, images, bytes, max_image_size,
 decoder, time). It is built in a staging directory and renamed into place
 (:func:`hubtransfer._fs.write_directory`), so a reader sees a whole entry or none; two
-processes storing the same key both succeed, the first rename wins. An entry that does
-not read back whole is discarded (with a warning) and the folder decoded again.
+processes storing the same key both succeed. An entry that does not read back whole is
+discarded (with a warning) and the folder decoded again; one that cannot be read now
+(permissions, I/O) is left in place, with a warning. A file that could not be read
+("missing file", "cannot read file": a moment's trouble, not the file's) is tried again
+at the next load; the others still come from the entry.
 
 **Incremental**: a folder whose key is missing (files added, changed or removed) takes
-the images of files still unchanged (same path, size and modification time) from the
-folder's earlier entries with the same decoder and size; only the new or changed files
-are decoded.
+the images of files still unchanged (same path and stamp) from the folder's earlier
+entries with the same decoder and size; only the new or changed files are decoded, and
+the new entry replaces the folder's earlier ones.
 
 **Bounded**: after each write, the least recently used entries (reading an entry counts
 as a use) are removed until the store holds at most ``max_bytes``
-(:data:`DEFAULT_IMAGE_STORE_BYTES`); the entry just written is always kept. Only
-directories hubtransfer marked as entries are ever removed, by eviction or by
+(:data:`DEFAULT_IMAGE_STORE_BYTES`); the entry just written is always kept, and what
+writers killed over an hour ago left is removed. Only directories hubtransfer marked as
+entries (or named as its staging ones) are ever removed, by eviction or by
 ``hubtransfer cache clear``.
 
 This module does not import TensorFlow until an entry is read.
@@ -87,15 +92,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Layout of an entry; bump when it changes (old entries become unreadable keys).
-IMAGE_STORE_FORMAT: Final = 1
+IMAGE_STORE_FORMAT: Final = 2
 #: Default cap on the store's size: least recently used entries go past it.
 DEFAULT_IMAGE_STORE_BYTES: Final = 8 << 30
 _KIND: Final = "image-store-entry"
 _PIXELS: Final = "pixels.u8"
 _INDEX: Final = "index.json"
 
-#: A listed file: (path as the caller lists it, size, modification time in ns).
-FileStamp = tuple[str, int, int]
+#: A listed file: (path as the caller lists it, its stamp). The stamp is the file's size,
+#: modification and status-change times (ns) and inode: a file replaced with one of the
+#: same size and modification time (``cp -p``, ``rsync -a``, an in-place EXIF edit that
+#: keeps the time) still has a new change time or inode, which no tool sets back.
+FileStamp = tuple[str, tuple[int, int, int, int]]
+#: Failures that say something about the moment, not the file: never taken as final.
+_TRANSIENT: Final = ("missing file", "cannot read file")
 #: What a load of a folder is: the images, each path's index in them, each failure's reason.
 Loaded = tuple["ImageCache", dict[str, int], dict[str, str]]
 
@@ -115,8 +125,8 @@ def image_key(files: Sequence[FileStamp], max_image_size: int | None) -> str:
     """The store key of a folder's decoded images.
 
     Args:
-        files: Every listed file as (path, size, mtime_ns), in listing order; paths are
-            made absolute.
+        files: Every listed file as (path, stamp) (see :data:`FileStamp`), in listing
+            order; paths are made absolute.
         max_image_size: The cap on the shorter side the images are decoded to.
 
     Returns:
@@ -126,7 +136,7 @@ def image_key(files: Sequence[FileStamp], max_image_size: int | None) -> str:
         "format": IMAGE_STORE_FORMAT,
         "decoder": _decoder(),
         "max_image_size": max_image_size,
-        "files": [[os.path.abspath(p), size, mtime] for p, size, mtime in files],
+        "files": [[os.path.abspath(p), list(stamp)] for p, stamp in files],
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
@@ -202,27 +212,40 @@ class ImageStore:
         from hubtransfer.imagecache import ImageCache
 
         path = self.directory / key
-        if not path.is_dir():
-            return None
         try:
+            if not path.is_dir():
+                return None
             opened = _open(path, key)
-            listed = [[os.path.abspath(p), size, mtime] for p, size, mtime in files]
-            stored = [[i["path"], i["size"], i["mtime_ns"]] for i in opened.files]
+            listed = [[os.path.abspath(p), list(stamp)] for p, stamp in files]
+            stored = [[i["path"], i["stamp"]] for i in opened.files]
             if stored != listed:
                 raise ValueError("its index lists other files than the folder")
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
+            removed = discard_directory(path)
             logger.warning(
-                "Image store entry %s is unreadable (%s); it is removed and the folder's "
-                "images are decoded again.",
+                "Image store entry %s is not what was written (%s); %s the folder's images "
+                "are decoded again.",
                 path,
                 exc,
+                "it is removed and" if removed else "it could not be removed;",
             )
-            discard_directory(path)
+            return None
+        except OSError as exc:  # unreadable now (permissions, I/O): kept for later
+            logger.warning(
+                "Could not read image store entry %s (%s); the folder's images are decoded "
+                "again. Check the permissions of %s, or set HUBTRANSFER_CACHE_DIR.",
+                path,
+                exc,
+                self.directory,
+            )
+            return None
+        if any(_transient(item) for item in opened.files):
+            # Tried again: those files may read now; the others come from this entry.
             return None
         images: list[NDArray[np.uint8]] = []
         index: dict[str, int] = {}
         failures: dict[str, str] = {}
-        for (name, _, _), item in zip(files, opened.files, strict=True):
+        for (name, _), item in zip(files, opened.files, strict=True):
             if "failure" in item:
                 failures[name] = item["failure"]
             else:
@@ -248,14 +271,15 @@ class ImageStore:
         """What earlier entries of ``folder`` hold of ``files``, unchanged since.
 
         Only entries of the same folder, decoder and ``max_image_size`` are read, most
-        recently used first. A file counts as unchanged when its absolute path, size
-        and modification time are those of the stored one.
+        recently used first. A file counts as unchanged when its absolute path and stamp
+        (size, modification and change times, inode) are those of the stored one; a
+        file that could not be read then is not taken.
 
         Returns:
             Per path of ``files`` found: its image (a read-only view of that entry's
             pixels; copy it to keep it) or the reason it could not be decoded.
         """
-        wanted = {os.path.abspath(p): (p, size, mtime) for p, size, mtime in files}
+        wanted = {os.path.abspath(p): (p, list(stamp)) for p, stamp in files}
         found: dict[str, NDArray[np.uint8] | str] = {}
         root = os.path.abspath(folder)
         candidates = [
@@ -275,9 +299,9 @@ class ImageStore:
                 continue
             for item in opened.files:
                 listed = wanted.get(item["path"])
-                if listed is None or listed[0] in found:
+                if listed is None or listed[0] in found or _transient(item):
                     continue
-                if (item["size"], item["mtime_ns"]) != listed[1:]:
+                if item["stamp"] != listed[1]:
                     continue
                 found[listed[0]] = item["failure"] if "failure" in item else opened.image(item)
         return found
@@ -293,10 +317,11 @@ class ImageStore:
         """Stores a folder's decoded images under ``key``; False when it could not.
 
         A failure (read-only directory, full disk) is one warning, never an exception:
-        the caller goes on with the images it has. When another process stored the same
-        key meanwhile, its entry is kept and this returns True: the images are the same.
-        Afterwards, least recently used entries other than this one are removed until
-        the store holds at most ``max_bytes``.
+        the caller goes on with the images it has. An entry of the same key (one that
+        holds files that could not be read then) is replaced. Afterwards the folder's
+        older entries (same decoding and size) are removed, then least recently used
+        entries other than this one until the store holds at most ``max_bytes``, and
+        what writers killed over an hour ago left.
 
         Args:
             key: :func:`image_key` of ``files``.
@@ -308,8 +333,8 @@ class ImageStore:
         root = os.path.abspath(folder)
         items: list[dict[str, Any]] = []
         offset = 0
-        for name, size, mtime in files:
-            item: dict[str, Any] = {"path": os.path.abspath(name), "size": size, "mtime_ns": mtime}
+        for name, stamp in files:
+            item: dict[str, Any] = {"path": os.path.abspath(name), "stamp": list(stamp)}
             if name in index:
                 shape = cache.images[index[name]].shape
                 item.update(shape=list(shape), offset=offset)
@@ -320,7 +345,7 @@ class ImageStore:
 
         def fill(staging: Path) -> None:
             with open(staging / _PIXELS, "wb") as handle:
-                for name, _, _ in files:
+                for name, _ in files:
                     if name in index:
                         handle.write(np.ascontiguousarray(cache.images[index[name]]).data)
                 handle.flush()
@@ -344,7 +369,7 @@ class ImageStore:
         }
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            write_directory(target, _KIND, fill, metadata=info)
+            write_directory(target, _KIND, fill, metadata=info, overwrite=True)
         except (HubTransferError, OSError) as exc:
             if read_marker(target) is not None:  # another process won the race
                 logger.debug("Image store entry %s was written by another process", target)
@@ -365,7 +390,7 @@ class ImageStore:
             offset / 1e6,
             target,
         )
-        self._evict(keep=key)
+        self._evict(keep=key, superseded=(root, cache.max_image_size))
         return True
 
     def entries(self) -> list[ImageStoreEntry]:
@@ -387,33 +412,45 @@ class ImageStore:
         removed, with the staging directories of writers killed over an hour ago;
         anything else in the directory is left alone.
         """
-        entries = self.entries()
-        for entry in entries:
-            discard_directory(entry.path)
+        removed = [e for e in self.entries() if discard_directory(e.path)]
         remove_stale_staging(self.directory)
-        return len(entries), sum(e.bytes for e in entries)
+        return len(removed), sum(e.bytes for e in removed)
 
-    def _evict(self, *, keep: str) -> None:
-        entries = self.entries()
-        total = sum(e.bytes for e in entries)
+    def _evict(self, *, keep: str, superseded: tuple[str, int | None]) -> None:
+        """Removes the older entries of ``superseded`` (root folder, max_image_size), then
+        least recently used entries past ``max_bytes``; never ``keep``."""
+        entries = [e for e in self.entries() if e.key != keep]
+        older = [
+            e
+            for e in entries
+            if (e.metadata.get("root"), e.metadata.get("max_image_size")) == superseded
+            and e.metadata.get("decoder") == _decoder()
+        ]
+        for entry in older:  # what they hold of the folder now is in the new entry
+            discard_directory(entry.path)
+        entries = [e for e in entries if e not in older]
+        total = sum(e.bytes for e in entries) + sum(
+            e.bytes for e in self.entries() if e.key == keep
+        )
         evicted: list[str] = []
         for entry in sorted(entries, key=lambda e: e.last_used):
             if total <= self.max_bytes:
                 break
-            if entry.key == keep:
-                continue
-            discard_directory(entry.path)
-            total -= entry.bytes
-            evicted.append(
-                f"{entry.metadata.get('root', '?')} ({entry.bytes / 1e6:.1f} MB, {entry.key[:12]})"
-            )
+            if discard_directory(entry.path):
+                total -= entry.bytes
+                evicted.append(
+                    f"{entry.metadata.get('root', '?')} ({entry.bytes / 1e6:.1f} MB, "
+                    f"{entry.key[:12]})"
+                )
         if evicted:
             logger.info(
-                "Image store over its cap of %.1f MB: removed %d least recently used entr(ies): %s",
-                self.max_bytes / 1e6,
+                "Image store over its cap of %.1f GiB: removed %d least recently used "
+                "entr(ies): %s",
+                self.max_bytes / 2**30,
                 len(evicted),
                 "; ".join(evicted),
             )
+        remove_stale_staging(self.directory)
 
 
 def _open(path: Path, key: str) -> _Opened:
@@ -448,12 +485,13 @@ def _open(path: Path, key: str) -> _Opened:
 
 
 def _check_item(item: object, offset: int) -> None:
-    """One index record: path, size, mtime_ns, then a shape at ``offset`` or a reason."""
+    """One index record: path, stamp, then a shape at ``offset`` or a reason."""
     if not (
         isinstance(item, dict)
         and isinstance(item.get("path"), str)
-        and isinstance(item.get("size"), int)
-        and isinstance(item.get("mtime_ns"), int)
+        and isinstance(item.get("stamp"), list)
+        and len(item["stamp"]) == 4
+        and all(isinstance(n, int) for n in item["stamp"])
     ):
         raise ValueError(f"index.json holds a malformed record: {str(item)[:100]}")
     if "shape" in item:
@@ -473,17 +511,20 @@ def _check_item(item: object, offset: int) -> None:
         raise ValueError(f"index.json holds a record with neither shape nor reason: {item}")
 
 
-def file_stamps(paths: Sequence[str], known: Mapping[str, tuple[int, int]]) -> list[FileStamp]:
-    """(path, size, mtime_ns) of each path, from ``known`` or a ``stat`` (-1s if none)."""
+def _transient(item: dict[str, Any]) -> bool:
+    return any(str(item.get("failure", "")).startswith(reason) for reason in _TRANSIENT)
+
+
+def file_stamps(paths: Sequence[str], known: Mapping[str, os.stat_result]) -> list[FileStamp]:
+    """(path, stamp) of each path, from ``known`` stats or a ``stat`` (-1s if none)."""
     found: list[FileStamp] = []
     for path in paths:
-        if path in known:
-            size, mtime = known[path]
-        else:
+        info = known.get(path)
+        if info is None:
             try:
                 info = os.stat(path)
-                size, mtime = info.st_size, info.st_mtime_ns
             except OSError:  # decoding reports it ("missing file")
-                size, mtime = -1, -1
-        found.append((path, size, mtime))
+                found.append((path, (-1, -1, -1, -1)))
+                continue
+        found.append((path, (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)))
     return found

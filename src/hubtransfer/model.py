@@ -284,8 +284,9 @@ def _build(
 def check_feature_shape(spec: Backbone, shape: Sequence[int | None]) -> None:
     """Raises BackboneLoadError unless ``shape`` is ``(batch, spec.feature_dim)``."""
     if len(shape) != 2 or shape[-1] not in (None, spec.feature_dim):
+        per_image = ", ".join(str(n) for n in shape[1:])
         raise BackboneLoadError(
-            f"Backbone {spec.name!r} returned features of shape {tuple(shape)}, but "
+            f"Backbone {spec.name!r} returned features of shape (batch, {per_image}), but "
             f"its spec promises pooled features (batch, {spec.feature_dim}). Use a "
             "feature-vector model (not a classification model), or fix feature_dim with "
             "dataclasses.replace()."

@@ -171,7 +171,8 @@ def measurement_key(backbone: Backbone, architecture: dict[str, Any]) -> str:
             the class count, the precision policy, whether the backbone is trainable.
 
     Returns:
-        64 hex digits. The tf_keras and h5py versions are part of it: they write the file.
+        64 hex digits. The tf_keras, h5py and tensorflow_hub versions are part of it:
+        they write the file.
     """
     payload = {
         "format": STORE_FORMAT,
@@ -182,7 +183,11 @@ def measurement_key(backbone: Backbone, architecture: dict[str, Any]) -> str:
         "image_size": backbone.image_size,
         "feature_dim": backbone.feature_dim,
         "architecture": architecture,
-        "writers": {"tf_keras": _version("tf-keras"), "h5py": _version("h5py")},
+        "writers": {
+            "tf_keras": _version("tf-keras"),
+            "h5py": _version("h5py"),
+            "tensorflow_hub": _version("tensorflow-hub"),  # its layer's config is saved
+        },
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -343,9 +348,9 @@ class FeatureStore:
         """
         removed, freed = 0, 0
         for entry in self.entries():
-            discard_directory(entry.path)
-            removed += 1
-            freed += entry.bytes
+            if discard_directory(entry.path):
+                removed += 1
+                freed += entry.bytes
         if self.measurements.is_dir():
             for path in self.measurements.iterdir():
                 if _MEASUREMENT_NAME.fullmatch(path.name):

@@ -11,6 +11,7 @@ head trained on cached features only when something needs the whole classifier.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -313,8 +314,9 @@ class Run:
 
     def frozen_layer(self) -> tf_keras.layers.Layer:
         """The frozen backbone, loaded on first use and shared by this run's frozen
-        models; never loaded when every split's features come from the store and no
-        whole classifier is asked for."""
+        models; never loaded when every split's features come from the store, the
+        classifier's size is known (:func:`_measure_size`) and no whole classifier is
+        asked for."""
         if self._frozen_layer is None:
             with strategy_scope(self.strategy):
                 self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
@@ -353,11 +355,7 @@ class Run:
             return None
         s = self.settings
         architecture = {
-            "head": {
-                "hidden_units": list(s.head.hidden_units),
-                "dropout": s.head.dropout,
-                "activation": s.head.activation,
-            },
+            "head": dataclasses.asdict(s.head),  # every field: a new one is a new key
             "num_classes": self.data.num_classes,
             "mixed_precision": s.mixed_precision,
             "trainable": mode == "fine_tuned",
@@ -700,7 +698,8 @@ def run_trial(
 
     Returns the result and, with ``keep_model``, the first seed's whole classifier (else
     None: a frozen head trained on stored features then never needs its backbone loaded,
-    unless latency, exports or a saved model ask for the whole classifier).
+    unless latency, exports, a saved model or a size not measured yet for this
+    architecture ask for the whole classifier).
     """
     spec = run.spec
     common: dict[str, Any] = {
