@@ -379,9 +379,18 @@ def test_a_store_that_cannot_be_read_costs_a_warning_and_keeps_its_entries(
     assert spy.call_count == 0  # the entry was kept, not discarded
 
 
-def test_a_folder_past_the_memory_limit_is_stored_and_read_back(tmp_path: Path) -> None:
+def test_a_folder_past_the_memory_limit_is_stored_and_read_back(
+    tmp_path: Path, _private_cache_dir: Path
+) -> None:
     folder = _folder(tmp_path / "photos")
     first = ht.load_image_folder(folder, memory_limit_bytes=0)  # decoded to a spill file
+    split = file_split(first.train)
+    # ...then mapped from the store entry instead: the folder is on disk once.
+    assert split is not None and split.cache.path is not None
+    assert split.cache.path.parent.parent == _private_cache_dir / "images"
+    under = ht.load_image_folder(tmp_path / "photos", image_store=tmp_path / "other")
+    kept = file_split(under.train)
+    assert kept is not None and kept.cache.path is None  # under the limit: in memory
     with _decoding() as spy:
         second = ht.load_image_folder(folder, memory_limit_bytes=0)
     assert spy.call_count == 0

@@ -144,8 +144,8 @@ def build_image_cache(
     With a ``store``, the images come from it when it holds these very files (same
     paths, sizes, modification and change times and inodes, same decoding), and nothing
     is decoded; else the files unchanged since an earlier entry of ``folder`` are taken
-    from it, the rest are decoded, and the result is stored (and then read back mapped,
-    so the decoded copies in memory can go) for the next time.
+    from it, the rest are decoded, and the result is stored for the next time (and, when
+    it spilled to a file, mapped back from the store instead).
 
     Args:
         paths: The image files.
@@ -196,8 +196,10 @@ def build_image_cache(
     loaded = _decode_into_cache(
         paths, reused, max_image_size, memory_limit_bytes, spill_dir, workers, what
     )
-    if store.put(key, files, loaded, folder=folder):
-        # Mapped from the entry just written: the decoded copies in memory can go.
+    if store.put(key, files, loaded, folder=folder) and loaded[0].path is not None:
+        # Spilled to a file: the entry just written holds the same pixels, map it instead
+        # so that the folder takes its disk space once. (Under the memory limit the
+        # images stay in memory, as the limit promises.)
         return store.get(key, files) or loaded
     return loaded
 
