@@ -8,6 +8,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -412,3 +413,27 @@ def test_module_fixtures_never_see_the_users_cache(
 
     monkeypatch.delenv("HUBTRANSFER_CACHE_DIR")
     assert _module_cache_root != cache_root()  # the user's default
+
+
+def test_an_entry_cleared_by_another_process_meanwhile_is_decoded_again_quietly(
+    tmp_path: Path, _private_cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hubtransfer import imagestore
+
+    folder = _folder(tmp_path / "photos")
+    ht.load_image_folder(folder)
+    entry = _entry(_private_cache_dir)
+    real = imagestore.read_marker
+
+    def cleared_meanwhile(path: Path) -> Any:
+        if path == entry and entry.exists():
+            shutil.rmtree(entry)  # another process's `hubtransfer cache clear`, just now
+        return real(path)
+
+    with (
+        mock.patch.object(imagestore, "read_marker", cleared_meanwhile),
+        caplog.at_level(logging.WARNING, logger="hubtransfer"),
+    ):
+        data = ht.load_image_folder(folder)
+    _same(data, ht.load_image_folder(folder, image_store=False))
+    assert [r for r in caplog.records if r.name == "hubtransfer.imagestore"] == []

@@ -221,6 +221,8 @@ class ImageStore:
             if stored != listed:
                 raise ValueError("its index lists other files than the folder")
         except ValueError as exc:
+            if not path.exists():  # evicted or cleared by another process meanwhile
+                return None
             removed = discard_directory(path)
             logger.warning(
                 "Image store entry %s is not what was written (%s); %s the folder's images "
