@@ -10,6 +10,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,26 @@ def test_cli_cache_info_and_clear(
     assert main(["cache", "info"]) == 0
     assert "Entries: 0, 0.0 MB" in capsys.readouterr().out
     assert (tmp_path / "other.txt").read_text() == "not ours"
+
+
+def test_killed_writers_leftovers_go_after_an_hour_and_nothing_else(tmp_path: Path) -> None:
+    from hubtransfer.imagestore import ImageStore
+
+    key = "a" * 64
+    for directory in (tmp_path / "features", tmp_path / "images"):
+        directory.mkdir()
+        old = directory / f".{key}-staging-{'0' * 16}"  # a writer killed two hours ago
+        young = directory / f".{key}-staging-{'1' * 16}"  # one that may still be writing
+        mine = directory / f".{key}-notes"  # named almost like one, not hubtransfer's
+        for path in (old, young, mine):
+            path.mkdir()
+            (path / "pixels.u8").write_bytes(b"x")
+        two_hours_ago = time.time() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+    FeatureStore(tmp_path).clear()
+    ImageStore(tmp_path).clear()
+    for directory in (tmp_path / "features", tmp_path / "images"):
+        assert sorted(p.name for p in directory.iterdir()) == [
+            f".{key}-notes",
+            f".{key}-staging-{'1' * 16}",
+        ]

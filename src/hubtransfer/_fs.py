@@ -258,13 +258,15 @@ def discard_directory(path: Path) -> bool:
 def remove_stale_staging(directory: Path) -> None:
     """Removes what writers killed mid-write left in a store (staging and set-aside
     directories), once over an hour old: a younger one may belong to a live writer."""
-    if not directory.is_dir():
-        return
     now = time.time()
-    for path in directory.iterdir():
-        if _STALE_NAME.fullmatch(path.name) and path.is_dir():
+    try:
+        paths = list(directory.iterdir()) if directory.is_dir() else []
+    except OSError:  # unreadable: nothing of ours can be cleaned there
+        return
+    for path in paths:
+        if _STALE_NAME.fullmatch(path.name):
             with contextlib.suppress(OSError):
-                if now - path.stat().st_mtime > _STALE_AFTER_S:
+                if path.is_dir() and now - path.stat().st_mtime > _STALE_AFTER_S:
                     shutil.rmtree(path, ignore_errors=True)
 
 
