@@ -206,7 +206,7 @@ def test_a_read_only_cache_root_costs_one_warning_not_the_load(
     refusal = OSError(errno.EROFS, "Read-only file system")
     as_root = os.geteuid() == 0 if hasattr(os, "geteuid") else False
     patch = (
-        mock.patch("hubtransfer.imagestore.write_directory", side_effect=refusal)
+        mock.patch("hubtransfer._fs.write_directory", side_effect=refusal)
         if as_root
         else contextlib.nullcontext()
     )

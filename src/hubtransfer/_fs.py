@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_writable_dir",
+    "directory_bytes",
     "discard_directory",
     "exclusive_lock",
     "marked_entries",
@@ -47,7 +49,10 @@ __all__ = [
     "remove_stale_staging",
     "unique_sibling",
     "write_directory",
+    "write_entry",
 ]
+
+_logger = logging.getLogger(__name__)
 
 #: File that marks a directory as written by hubtransfer, with its kind.
 MARKER = ".hubtransfer.json"
@@ -236,6 +241,40 @@ def marked_entries(directory: Path, kind: str) -> list[tuple[Path, dict[str, obj
         if marker is not None and marker.get("kind") == kind:
             found.append((path, marker))
     return found
+
+
+def write_entry(
+    target: Path,
+    kind: str,
+    fill: Callable[[Path], None],
+    *,
+    metadata: dict[str, object],
+    overwrite: bool = False,
+) -> Exception | None:
+    """Writes one keyed cache entry with :func:`write_directory` (its parent created).
+
+    Returns:
+        None when the entry is in place: written here, or by another process meanwhile
+        (which won the race with the same content). Else the error, for the caller to
+        warn about: a cache that cannot be written never stops the work.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_directory(target, kind, fill, metadata=metadata, overwrite=overwrite)
+    except (HubTransferError, OSError) as exc:
+        if read_marker(target) is not None:
+            _logger.debug("Cache entry %s was written by another process", target)
+            return None
+        return exc
+    return None
+
+
+def directory_bytes(directory: Path) -> int:
+    """Bytes of the files directly in ``directory`` (0 if it went meanwhile)."""
+    try:
+        return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+    except OSError:
+        return 0
 
 
 def discard_directory(path: Path) -> bool:

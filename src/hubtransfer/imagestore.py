@@ -66,15 +66,15 @@ from PIL import Image
 
 from hubtransfer._fs import (
     MARKER,
+    directory_bytes,
     discard_directory,
     marked_entries,
     read_marker,
     remove_stale_staging,
-    write_directory,
+    write_entry,
 )
 from hubtransfer.config import cache_root
 from hubtransfer.decoding import DECODING_VERSION, MAX_PIXELS, REASONS
-from hubtransfer.errors import HubTransferError
 from hubtransfer.validation import check_int
 
 if TYPE_CHECKING:
@@ -369,20 +369,15 @@ class ImageStore:
             "decoder": _decoder(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            write_directory(target, _KIND, fill, metadata=info, overwrite=True)
-        except (HubTransferError, OSError) as exc:
-            if read_marker(target) is not None:  # another process won the race
-                logger.debug("Image store entry %s was written by another process", target)
-                return True
+        error = write_entry(target, _KIND, fill, metadata=info, overwrite=True)
+        if error is not None:
             logger.warning(
                 "Could not keep the decoded images of %s in the image store at %s (%s); the "
                 "folder will be decoded again next time. Set HUBTRANSFER_CACHE_DIR to a "
                 "writable directory, or pass image_store=False to keep nothing.",
                 root,
                 self.directory,
-                exc,
+                error,
             )
             return False
         logger.info(
@@ -400,11 +395,12 @@ class ImageStore:
         found: list[ImageStoreEntry] = []
         for path, marker in marked_entries(self.directory, _KIND):
             try:
-                size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
                 used = (path / MARKER).stat().st_mtime
             except OSError:  # removed meanwhile by another process
                 continue
-            found.append(ImageStoreEntry(path.name, path, size, used, dict(marker)))
+            found.append(
+                ImageStoreEntry(path.name, path, directory_bytes(path), used, dict(marker))
+            )
         return sorted(found, key=lambda e: (str(e.metadata.get("created", "")), e.key))
 
     def clear(self) -> tuple[int, int]:
@@ -421,19 +417,21 @@ class ImageStore:
     def _evict(self, *, keep: str, superseded: tuple[str, int | None]) -> None:
         """Removes the older entries of ``superseded`` (root folder, max_image_size), then
         least recently used entries past ``max_bytes``; never ``keep``."""
-        entries = [e for e in self.entries() if e.key != keep]
-        older = [
-            e
-            for e in entries
-            if (e.metadata.get("root"), e.metadata.get("max_image_size")) == superseded
-            and e.metadata.get("decoder") == _decoder()
-        ]
-        for entry in older:  # what they hold of the folder now is in the new entry
-            discard_directory(entry.path)
-        entries = [e for e in entries if e not in older]
-        total = sum(e.bytes for e in entries) + sum(
-            e.bytes for e in self.entries() if e.key == keep
-        )
+        listed = self.entries()
+        total = sum(e.bytes for e in listed)
+        entries: list[ImageStoreEntry] = []
+        for entry in listed:
+            if entry.key == keep:
+                continue
+            older = (
+                entry.metadata.get("root"),
+                entry.metadata.get("max_image_size"),
+            ) == superseded and entry.metadata.get("decoder") == _decoder()
+            if older:  # what it holds of the folder now is in the new entry
+                if discard_directory(entry.path):
+                    total -= entry.bytes
+            else:
+                entries.append(entry)
         evicted: list[str] = []
         for entry in sorted(entries, key=lambda e: e.last_used):
             if total <= self.max_bytes:

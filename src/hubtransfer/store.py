@@ -57,14 +57,14 @@ import numpy as np
 
 from hubtransfer._fs import (
     atomic_write_text,
+    directory_bytes,
     discard_directory,
     marked_entries,
     read_marker,
     remove_stale_staging,
-    write_directory,
+    write_entry,
 )
 from hubtransfer.config import cache_root
-from hubtransfer.errors import HubTransferError
 from hubtransfer.registry import Backbone
 
 if TYPE_CHECKING:
@@ -288,21 +288,15 @@ class FeatureStore:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **metadata,
         }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            write_directory(target, _KIND, fill, metadata=info)
-        except (HubTransferError, OSError) as exc:
-            if read_marker(target) is not None:  # another process won the race
-                logger.debug("Feature store entry %s was written by another process", target)
-                return True
+        error = write_entry(target, _KIND, fill, metadata=info)
+        if error is not None:
             logger.warning(
                 "Could not write features to the feature store at %s (%s); the study goes "
                 "on without storing them. Set HUBTRANSFER_CACHE_DIR to a writable directory.",
                 target,
-                exc,
+                error,
             )
-            return False
-        return True
+        return error is None
 
     def get_measurement(self, key: str) -> dict[str, int] | None:
         """What :meth:`put_measurement` kept under ``key``; None if nothing (readable) is."""
@@ -333,7 +327,7 @@ class FeatureStore:
     def entries(self) -> list[StoreEntry]:
         """Every entry of the store, oldest first."""
         found = [
-            StoreEntry(path.name, path, _bytes(path), dict(marker))
+            StoreEntry(path.name, path, directory_bytes(path), dict(marker))
             for path, marker in marked_entries(self.directory, _KIND)
         ]
         return sorted(found, key=lambda e: (str(e.metadata.get("created", "")), e.key))
@@ -359,14 +353,6 @@ class FeatureStore:
                         path.unlink()
         remove_stale_staging(self.directory)
         return removed, freed
-
-
-def _bytes(directory: Path) -> int:
-    """Bytes of the files directly in ``directory`` (0 if it went meanwhile)."""
-    try:
-        return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
-    except OSError:
-        return 0
 
 
 def _with_seconds(features: FeatureSet, seconds: float) -> FeatureSet:
