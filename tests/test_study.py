@@ -98,12 +98,27 @@ def test_study_with_both_modes(
 def test_cached_model_is_the_full_classifier(
     models: dict[str, Backbone], data: ht.ImageData
 ) -> None:
-    report = ht.benchmark(models["tf2"], data, epochs=3, keep_models=True, measure_latency=False)
+    report = ht.benchmark(
+        models["tf2"],
+        data,
+        epochs=3,
+        keep_models=True,
+        measure_latency=False,
+        fine_tune="both",
+        warmup_epochs=0,
+    )
     result = report.results[0]
     model = report.models[result.key]
     assert model.get_layer("backbone") is not None
     _, accuracy = model.evaluate(ht.prepare(data.validation, models["tf2"]), verbose=0)
     assert accuracy == pytest.approx(result.final_val_accuracy, abs=1e-6)
+    # Each model's train step was traced once: its optimizer's slots were made before
+    # training (else the first step traces it twice).
+    head = model.get_layer("head")
+    assert head.train_function.experimental_get_tracing_count() == 1
+    tuned = report.models[report.results[1].key]
+    assert report.results[1].mode == "fine_tuned"
+    assert tuned.train_function.experimental_get_tracing_count() == 1
 
 
 def test_cached_and_uncached_agree(models: dict[str, Backbone], data: ht.ImageData) -> None:
@@ -387,13 +402,19 @@ def test_study_served_from_the_store_never_loads_its_backbone(
         first.params_total,
         first.params_trainable,
     )
-    # Another head is another architecture: measured (the backbone loaded) once, then kept.
+    # Another head is another architecture: measured around the backbone's kept outline,
+    # without loading it; the real classifier, saved, has exactly those bytes.
     loads, wider = study(head=ht.REPORT_HEAD)
-    assert loads == 1 and wider.features_from_store is True
+    assert loads == 0 and wider.features_from_store is True
     assert wider.model_bytes is not None and first.model_bytes is not None
     assert wider.model_bytes > first.model_bytes
     assert wider.params_trainable == TINY_DIM * 128 + 128 + 128 + 1
-    assert study(head=ht.REPORT_HEAD)[0] == 0
+    out = tmp_path / "wide"
+    loads, saved_wider = study(head=ht.REPORT_HEAD, output_dir=out, save_models=True)
+    assert loads == 1  # a saved model is the real one
+    saved = out / "models" / f"{first.backbone}_frozen.h5"
+    assert saved.stat().st_size == wider.model_bytes == saved_wider.model_bytes
+    assert saved_wider.params_total == wider.params_total
     # What needs the whole classifier loads the backbone: latency, a saved model.
     loads, timed = study(measure_latency=True)
     assert loads == 1 and timed.latency_ms is not None

@@ -34,7 +34,9 @@ are the same). An entry that does not read back whole is discarded and extracted
 its architecture (backbone, head, classes), not on its trained weights. They are kept
 as small JSON files under ``<cache root>/measurements/`` (key:
 :func:`measurement_key`), so a study whose features all come from the store does not
-load the backbone just to save the classifier and measure the file again.
+load the backbone just to save the classifier and measure the file again. Next to
+them, each backbone's outline (:mod:`hubtransfer.sizing`: its layer's configuration and
+weight shapes) measures a classifier with a head never seen before without loading it.
 
 This module does not import TensorFlow until features are read.
 """
@@ -300,27 +302,34 @@ class FeatureStore:
 
     def get_measurement(self, key: str) -> dict[str, int] | None:
         """What :meth:`put_measurement` kept under ``key``; None if nothing (readable) is."""
-        try:
-            values = json.loads((self.measurements / f"{key}.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not (
-            isinstance(values, dict)
-            and values.get("key") == key
-            and all(isinstance(values.get(k), int) for k in _MEASURED)
-        ):
+        values = self.get_record(key)
+        if values is None or not all(isinstance(values.get(k), int) for k in _MEASURED):
             return None
         return {k: int(values[k]) for k in _MEASURED}
 
     def put_measurement(self, key: str, values: dict[str, int]) -> None:
         """Keeps ``values`` (``model_bytes``, ``params_total``, ``params_trainable``);
         a failure to write is logged, not raised: it costs a measurement next time."""
+        self.put_record(key, {k: int(values[k]) for k in _MEASURED})
+
+    def get_record(self, key: str) -> dict[str, Any] | None:
+        """The JSON object :meth:`put_record` kept under ``key``; None if nothing
+        (readable, and written for this key) is."""
+        try:
+            values = json.loads((self.measurements / f"{key}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(values, dict) or values.get("key") != key:
+            return None
+        return values
+
+    def put_record(self, key: str, values: dict[str, Any]) -> None:
+        """Keeps a small JSON object under ``key`` with the measurements (a backbone's
+        outline, see :mod:`hubtransfer.sizing`); a failure to write is logged, not
+        raised."""
         try:
             self.measurements.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(
-                self.measurements / f"{key}.json",
-                json.dumps({"key": key, **{k: int(values[k]) for k in _MEASURED}}),
-            )
+            atomic_write_text(self.measurements / f"{key}.json", json.dumps({**values, "key": key}))
         except OSError as exc:
             logger.debug("Could not keep a measurement in %s: %s", self.measurements, exc)
 

@@ -5,8 +5,10 @@
 alone, on cached features; the whole classifier otherwise, in two phases when
 fine-tuning), keeps the weights of the epoch ``monitor`` picks, and scores that model on
 validation and test. Then it measures the first seed's model: size and parameters (kept
-per architecture in the store), latency, TFLite exports. The backbone goes in front of a
-head trained on cached features only when something needs the whole classifier.
+per architecture in the store; a head trained on cached features is measured around its
+backbone's outline, see :mod:`hubtransfer.sizing`), latency, TFLite exports. The backbone
+goes in front of a head trained on cached features only when something needs the whole
+classifier.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 import platform
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from hubtransfer.preprocessing import prepare
 from hubtransfer.records import BenchmarkResult, EpochRecord, Mode, SeedRun
 from hubtransfer.registry import Backbone, BackboneRegistry
 from hubtransfer.settings import StudySettings
+from hubtransfer.sizing import BackboneOutline, measure_classifier
 from hubtransfer.store import FeatureStore, feature_key, measurement_key
 
 __all__ = ["Run", "environment", "label_counts", "run_trial"]
@@ -126,6 +128,11 @@ def _fit(
 ) -> tuple[list[EpochRecord], float]:
     timer = _EpochTimer()
     start = time.perf_counter()
+    # Optimizer slots made now, not on the first step: else the train function is traced
+    # twice (once creating them), a fixed cost of every model trained.
+    build = getattr(model.optimizer, "build", None)
+    if callable(build):
+        build(model.trainable_variables)
     history = model.fit(
         train,
         validation_data=validation,
@@ -156,28 +163,6 @@ def _fit(
             )
         )
     return records, seconds
-
-
-def _model_bytes(model: tf_keras.Model, target: Path | None) -> int:
-    """Size of the classifier saved as ``.h5``; written atomically to ``target`` if given."""
-    # The report measured `ls -lh model.h5`: the full classifier saved as HDF5.
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(
-        prefix=".hubtransfer-model-", dir=None if target is None else target.parent
-    ) as tmp:
-        path = Path(tmp) / "model.h5"
-        try:
-            with warnings.catch_warnings():  # "HDF5 is legacy": it is what the report measured
-                warnings.simplefilter("ignore", UserWarning)
-                model.save(path, save_format="h5", include_optimizer=False)
-        except Exception:  # a layer that cannot be serialised: weights are the size anyway
-            logger.debug("Full .h5 save failed; measuring the weights file", exc_info=True)
-            model.save_weights(path, save_format="h5")
-        size = path.stat().st_size
-        if target is not None:
-            os.replace(path, target)
-        return size
 
 
 def _head_logits(head: tf_keras.Model, features: np.ndarray) -> np.ndarray:
@@ -315,8 +300,8 @@ class Run:
     def frozen_layer(self) -> tf_keras.layers.Layer:
         """The frozen backbone, loaded on first use and shared by this run's frozen
         models; never loaded when every split's features come from the store, the
-        classifier's size is known (:func:`_measure_size`) and no whole classifier is
-        asked for."""
+        classifier's size is known or its backbone's outline is kept
+        (:func:`_measure_size`) and no whole classifier is asked for."""
         if self._frozen_layer is None:
             with strategy_scope(self.strategy):
                 self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
@@ -342,6 +327,53 @@ class Run:
             return assemble_classifier(
                 self.spec,
                 self.frozen_layer(),
+                head,
+                self.data.num_classes,
+                optimizer=s.optimizer,
+                learning_rate=s.learning_rate,
+                mixed_precision=s.mixed_precision,
+            )
+
+    def outline(self) -> BackboneOutline | None:
+        """The frozen backbone's outline (see :mod:`hubtransfer.sizing`): kept in the store
+        for the next study, read from it, or taken from the backbone (loaded if it is
+        not yet). None when the backbone's layer cannot be outlined."""
+        key = self._outline_key()
+        if self._frozen_layer is None and key is not None and self.store is not None:
+            kept = self.store.get_record(key)
+            if kept is not None:
+                try:
+                    return BackboneOutline.from_json(kept)
+                except ValueError as exc:
+                    logger.debug("Ignoring the kept outline of %s: %s", self.spec.name, exc)
+        outline = BackboneOutline.of(self.frozen_layer(), self.spec.feature_dim)
+        if outline is not None and key is not None and self.store is not None:
+            self.store.put_record(key, outline.to_json())
+        return outline
+
+    def _outline_key(self) -> str | None:
+        if self.store is None:
+            return None
+        return measurement_key(
+            self.spec, {"outline": True, "mixed_precision": self.settings.mixed_precision}
+        )
+
+    def stand_in_classifier(self, head: tf_keras.Model) -> tf_keras.Model | None:
+        """The frozen classifier around ``head`` with the backbone's stand-in (see
+        :mod:`hubtransfer.sizing`): it saves to the real classifier's bytes. None when the
+        backbone cannot be outlined."""
+        outline = self.outline()
+        if outline is None:
+            return None
+        layer = self._frozen_layer
+        variables = (
+            None if layer is None else [*layer.trainable_weights, *layer.non_trainable_weights]
+        )
+        s = self.settings
+        with strategy_scope(self.strategy):
+            return assemble_classifier(
+                self.spec,
+                outline.layer(variables),
                 head,
                 self.data.num_classes,
                 optimizer=s.optimizer,
@@ -645,26 +677,24 @@ def _measure_size(
     mode: Mode,
     whole: Callable[[], tf_keras.Model],
     *,
+    head: tf_keras.Model | None,
     built: bool,
     target: Path | None,
 ) -> dict[str, int]:
     """Saved ``.h5`` bytes and parameters of the whole classifier.
 
     They depend on the architecture only, so they are kept in the store. When the whole
-    classifier is not ``built`` yet and there is nothing to save at ``target``, a kept
-    measurement spares loading the backbone to build it.
+    classifier is not ``built`` and there is nothing to save at ``target``, a kept
+    measurement is used; else a frozen ``head`` trained on features is measured in a
+    classifier around its backbone's stand-in (same file, no backbone run or loaded).
     """
     key = run.measurement_key(mode)
-    if not built and target is None and key is not None and run.store is not None:
-        kept = run.store.get_measurement(key)
-        if kept is not None:
-            return kept
-    model = whole()
-    size = {
-        "model_bytes": _model_bytes(model, target),
-        "params_total": int(model.count_params()),
-        "params_trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-    }
+    quick = not built and target is None
+    kept = run.store.get_measurement(key) if quick and key and run.store is not None else None
+    if kept is not None:
+        return kept
+    stand_in = run.stand_in_classifier(head) if quick and head is not None else None
+    size = measure_classifier(whole() if stand_in is None else stand_in, target)
     if key is not None and run.store is not None:
         run.store.put_measurement(key, size)
     return size
@@ -773,7 +803,14 @@ def run_trial(
             return whole_model
 
         latency_ms, throughput = _latency(whole(), spec) if measure_latency else (None, None)
-        size = _measure_size(run, mode, whole, built=whole_model is not None, target=model_path)
+        size = _measure_size(
+            run,
+            mode,
+            whole,
+            head=kept if measured.head_only else None,
+            built=whole_model is not None,
+            target=model_path,
+        )
         phase_epochs = run.settings.epochs + (
             run.settings.warmup_epochs if mode == "fine_tuned" else 0
         )

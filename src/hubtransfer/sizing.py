@@ -1,0 +1,179 @@
+"""A frozen classifier's saved size, measured without running its backbone.
+
+The report measured the classifier saved as ``.h5`` (``ls -lh model.h5``), and so does
+:func:`hubtransfer.benchmark`. That file holds the model's configuration and every weight
+array, written uncompressed: its bytes depend on the layers' configurations and on the
+weights' names, shapes and dtypes, never on their values. A
+:class:`BackboneOutline` records exactly those of a frozen backbone layer. The stand-in
+layer it builds (:meth:`BackboneOutline.layer`) has the same class name, configuration
+and weights, and a call that only returns features of the right shape; a classifier
+assembled around it saves to a file of exactly the real classifier's bytes (the tests
+compare them, byte count and configuration, for heads of every shape and both Hub
+formats). The backbone's SavedModel is then neither loaded nor traced for the
+measurement: built from the loaded layer's own variables, the stand-in spares tracing
+it; built from an outline kept in the store, it spares loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubtransfer._tf import tf, tf_keras
+
+__all__ = ["OUTLINE_FORMAT", "BackboneOutline", "measure_classifier"]
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever what an outline records changes: older outlines are then not read.
+OUTLINE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BackboneOutline:
+    """What a frozen backbone layer contributes to a saved ``.h5``, without its graph.
+
+    Attributes:
+        class_name: The layer's class name (saved in the model's configuration).
+        config: The layer's ``get_config()``, JSON-ready.
+        weights: ``(name, shape, dtype)`` of each weight, in the order the file lists
+            them (trainable, then non-trainable, of the frozen layer).
+        feature_dim: Width of the pooled features the layer returns.
+    """
+
+    class_name: str
+    config: dict[str, Any]
+    weights: tuple[tuple[str, tuple[int, ...], str], ...]
+    feature_dim: int
+
+    @classmethod
+    def of(cls, layer: tf_keras.layers.Layer, feature_dim: int) -> BackboneOutline | None:
+        """The outline of a frozen ``layer``; None when a stand-in could not match it
+        (a configuration that is not JSON, a weight whose name a new variable cannot
+        take): the classifier is then measured the usual way."""
+        if layer.trainable:
+            return None
+        weights = tuple(
+            (str(w.name), tuple(int(d) for d in w.shape), str(w.dtype.name))
+            for w in [*layer.trainable_weights, *layer.non_trainable_weights]
+        )
+        if not all(name.endswith(":0") for name, _, _ in weights):
+            return None  # a new variable is always named "<name>:0"
+        try:
+            config = json.loads(json.dumps(layer.get_config()))
+        except (TypeError, ValueError, NotImplementedError):
+            return None
+        return cls(type(layer).__name__, config, weights, int(feature_dim))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": OUTLINE_FORMAT,
+            "class_name": self.class_name,
+            "config": self.config,
+            "weights": [[name, list(shape), dtype] for name, shape, dtype in self.weights],
+            "feature_dim": self.feature_dim,
+        }
+
+    @classmethod
+    def from_json(cls, values: object) -> BackboneOutline:
+        """The outline :meth:`to_json` wrote. Raises ValueError on anything else."""
+        if not isinstance(values, dict) or values.get("format") != OUTLINE_FORMAT:
+            raise ValueError("not an outline of this format")
+        try:
+            weights = tuple(
+                (str(name), tuple(int(d) for d in shape), str(tf.as_dtype(dtype).name))
+                for name, shape, dtype in values["weights"]
+            )
+            outline = cls(
+                str(values["class_name"]),
+                dict(values["config"]),
+                weights,
+                int(values["feature_dim"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed outline: {exc}") from exc
+        if not outline.class_name.isidentifier() or not all(
+            name.endswith(":0") for name, _, _ in weights
+        ):
+            raise ValueError("malformed outline: class or weight names")
+        return outline
+
+    def layer(self, variables: list[tf.Variable] | None = None) -> tf_keras.layers.Layer:
+        """The frozen stand-in: the backbone's class name, configuration and weights.
+
+        Args:
+            variables: The loaded backbone's own weights, in :attr:`weights` order, to
+                hold instead of new zero-filled ones (nothing is allocated then).
+        """
+        if variables is None:
+            variables = [
+                tf.Variable(tf.zeros(shape, dtype), name=name[: -len(":0")], trainable=False)
+                for name, shape, dtype in self.weights
+            ]
+        if [(v.name, tuple(v.shape)) for v in variables] != [(n, s) for n, s, _ in self.weights]:
+            raise ValueError("the variables do not match the outline")
+        # The saved configuration names the layer's class: the stand-in carries its name.
+        stand_in = type(self.class_name, (_StandIn,), {})
+        return stand_in(self, variables)
+
+
+class _StandIn(tf_keras.layers.Layer):
+    """A frozen layer holding given variables, returning zero features (see the module)."""
+
+    def __init__(self, outline: BackboneOutline, variables: list[tf.Variable]) -> None:
+        super().__init__(trainable=False, name=outline.config.get("name", "backbone"))
+        self._outline_config = outline.config
+        self._feature_dim = outline.feature_dim
+        for variable in variables:
+            self.add_weight(
+                name=variable.name,
+                shape=variable.shape,
+                dtype=variable.dtype,
+                trainable=False,
+                experimental_autocast=False,
+                getter=lambda *_, variable=variable, **__: variable,
+            )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.zeros([tf.shape(inputs)[0], self._feature_dim], tf.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._outline_config)
+
+
+def measure_classifier(model: tf_keras.Model, target: Path | None = None) -> dict[str, int]:
+    """``model_bytes`` (the classifier saved as ``.h5``), ``params_total`` and
+    ``params_trainable``; the file is moved to ``target`` (atomically) if given."""
+    return {
+        "model_bytes": _saved_h5_bytes(model, target),
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    }
+
+
+def _saved_h5_bytes(model: tf_keras.Model, target: Path | None) -> int:
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=".hubtransfer-model-", dir=None if target is None else target.parent
+    ) as tmp:
+        path = Path(tmp) / "model.h5"
+        try:
+            with warnings.catch_warnings():  # "HDF5 is legacy": it is what the report measured
+                warnings.simplefilter("ignore", UserWarning)
+                model.save(path, save_format="h5", include_optimizer=False)
+        except Exception:  # a layer that cannot be serialised: weights are the size anyway
+            logger.debug("Full .h5 save failed; measuring the weights file", exc_info=True)
+            model.save_weights(path, save_format="h5")
+        size = path.stat().st_size
+        if target is not None:
+            os.replace(path, target)
+        return size
