@@ -453,3 +453,71 @@ def test_feature_store_defaults_to_the_cache_dir_and_is_checked(
     assert len(list((_private_cache_dir / "features").iterdir())) == 2  # train, validation
     with pytest.raises(ht.ConfigurationError, match=r"feature_store must be True .*Received"):
         ht.benchmark(models["tf2"], data, feature_store=3)  # type: ignore[arg-type]
+
+
+def test_next_backbone_loads_while_the_one_before_runs_and_results_do_not_change(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    import threading
+    from unittest import mock
+
+    from hubtransfer import trial
+
+    kwargs: dict[str, Any] = {"epochs": 3, "measure_latency": False, "feature_store": tmp_path}
+    missing = Backbone("missing", str(tmp_path / "nope"), SIZE, 8, "tf2", True)
+    where: list[tuple[str, str]] = []
+    load = trial.load_backbone_layer
+
+    def spy(spec: Backbone, **more: Any) -> Any:
+        where.append((spec.name, threading.current_thread().name))
+        return load(spec, **more)
+
+    with mock.patch.object(trial, "load_backbone_layer", side_effect=spy):
+        report = ht.benchmark([models["tf2"], models["tf2_b"], missing], data, **kwargs)
+    assert where == [
+        ("tiny_a", "MainThread"),
+        ("tiny_b", "hubtransfer-load-tiny_b"),
+        ("missing", "hubtransfer-load-missing"),
+    ]
+    a, b, failed = report.results
+    assert a.status == b.status == "ok"
+    # A preload's error is the trial's, as if it had loaded there.
+    assert failed.status == "failed" and failed.error is not None
+    assert "BackboneLoadError" in failed.error and "not a directory" in failed.error
+    # The backbone loaded in the background gave exactly the features of one loaded here.
+    from hubtransfer.config import DEFAULTS
+    from hubtransfer.data import in_file_order
+    from hubtransfer.store import FeatureStore, feature_key
+
+    spec = models["tf2_b"]
+    for split in ("train", "validation"):
+        key = feature_key(spec, data.fingerprint, split)
+        stored = FeatureStore(tmp_path).get(key, memory_limit_bytes=1 << 30)
+        assert stored is not None
+        split_in_order = in_file_order(getattr(data, split))
+        here = extract_features(
+            load(spec), ht.prepare(split_in_order, spec, batch_size=DEFAULTS.batch_size)
+        )
+        np.testing.assert_array_equal(stored.features, here.features)
+    # Served from the store, nothing is loaded, in front or behind.
+    where.clear()
+    with mock.patch.object(trial, "load_backbone_layer", side_effect=spy):
+        again = ht.benchmark([models["tf2"], models["tf2_b"]], data, **kwargs)
+    assert where == [] and [r.status for r in again.results] == ["ok", "ok"]
+
+
+def test_a_seed_gives_the_same_numbers_every_time_extracted_or_from_the_store(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    # The train split comes in a fresh order each pass; its features must not.
+    kwargs: dict[str, Any] = {"epochs": 3, "measure_latency": False, "learning_rate": 1e-2}
+    runs = [
+        ht.benchmark(models["tf2"], data, feature_store=False, **kwargs).results[0],
+        ht.benchmark(models["tf2"], data, feature_store=tmp_path, **kwargs).results[0],
+        ht.benchmark(models["tf2"], data, feature_store=tmp_path, **kwargs).results[0],
+        ht.benchmark(models["tf2"], data, feature_store=False, **kwargs).results[0],
+    ]
+    assert [r.features_from_store for r in runs] == [False, False, True, False]
+    losses = [[e.val_loss for e in r.history] for r in runs]
+    assert losses[1:] == losses[:-1]
+    assert len({r.val_accuracy for r in runs}) == 1

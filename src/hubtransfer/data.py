@@ -377,6 +377,13 @@ def _file_dataset(files: _FileSplit, *, shuffle_seed: int | None = None) -> tf.d
     return dataset
 
 
+def in_file_order(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """An image folder's split in its file order, the same on every pass (``train``
+    comes in a fresh order each pass); any other dataset as it is."""
+    files = file_split(dataset)
+    return dataset if files is None else _file_dataset(files)
+
+
 def reshuffled(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset | None:
     """An image folder's split, its whole file list shuffled with ``seed`` every epoch.
 

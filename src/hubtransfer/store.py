@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from hubtransfer._fs import (
+    MARKER,
     atomic_write_text,
     directory_bytes,
     discard_directory,
@@ -84,7 +85,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Layout of an entry; bump when it changes (old entries become unreadable keys).
-STORE_FORMAT: Final = 1
+#: 2: a split's features are in its file order (1 stored ``train`` in a shuffled order).
+STORE_FORMAT: Final = 2
 #: Version of the feature preprocessing (``prepare()`` without augmentation); bump when
 #: its resize, crop or scaling changes, so no entry made by the old code is read.
 PREPROCESSING_VERSION: Final = 1
@@ -264,6 +266,10 @@ class FeatureStore:
                 mapped, labels.astype(np.int64), 0.0, path / "features.npy", from_store=True
             )
         return _with_seconds(features, time.perf_counter() - start)
+
+    def holds(self, key: str) -> bool:
+        """Whether an entry for ``key`` is in place (not whether it reads back whole)."""
+        return (self.directory / key / MARKER).is_file()
 
     def put(self, key: str, features: FeatureSet, *, metadata: dict[str, Any]) -> bool:
         """Stores ``features`` under ``key``; False when it could not (logged, not raised).

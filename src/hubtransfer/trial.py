@@ -19,8 +19,10 @@ import math
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 
 from hubtransfer._tf import hub, tf, tf_keras
-from hubtransfer.data import ImageData
+from hubtransfer.data import ImageData, in_file_order
 from hubtransfer.errors import BenchmarkError, NotFineTunableError
 from hubtransfer.features import FeatureSet, extract_features
 from hubtransfer.loading import load_backbone_layer
@@ -272,7 +274,10 @@ class Run:
         self.registry = registry
         self._features: dict[str, FeatureSet] | None = None
         self._frozen_layer: tf_keras.layers.Layer | None = None
+        self._preloading: Future[tf_keras.layers.Layer] | None = None
         self.loaded_backbone = False  # whether a backbone was loaded (memory to give back)
+        #: Called once this run's frozen backbone is loaded: e.g. the next run's preload.
+        self.on_backbone_loaded: Callable[[], None] | None = None
         self.class_weight: dict[int, float] | None = None
 
     @property
@@ -303,10 +308,58 @@ class Run:
         classifier's size is known or its backbone's outline is kept
         (:func:`_measure_size`) and no whole classifier is asked for."""
         if self._frozen_layer is None:
-            with strategy_scope(self.strategy):
-                self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
+            if self._preloading is not None:
+                preloading, self._preloading = self._preloading, None
+                self._frozen_layer = preloading.result()  # its error, if it failed
+            else:
+                with strategy_scope(self.strategy):
+                    self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
             self.loaded_backbone = True
+            callback, self.on_backbone_loaded = self.on_backbone_loaded, None
+            if callback is not None:
+                callback()
         return self._frozen_layer
+
+    def preload(self) -> None:
+        """Starts loading the frozen backbone in a background thread, for
+        :meth:`frozen_layer` to take (with its error, if it fails).
+
+        Loading a SavedModel is mostly single-threaded Python; while the backbone before
+        runs its forward pass (TensorFlow's own threads), the load costs little wall
+        time. Not under a distribution strategy (its scope belongs to one thread).
+        """
+        if self._frozen_layer is not None or self._preloading is not None:
+            return
+        if self.strategy is not None:
+            return
+        preloading: Future[tf_keras.layers.Layer] = Future()
+
+        def load() -> None:
+            try:
+                preloading.set_result(load_backbone_layer(self.spec, registry=self.registry))
+            except Exception as exc:
+                preloading.set_exception(exc)
+
+        name = f"hubtransfer-load-{self.spec.name}"
+        threading.Thread(target=load, name=name, daemon=True).start()
+        self._preloading = preloading
+
+    def needs_frozen_layer(self, *, whole: bool) -> bool:
+        """Whether a frozen trial of this run loads the frozen backbone: on cached
+        features, when ``whole`` (something needs the whole classifier), or when the
+        store does not hold every split's features and the classifier's size or outline."""
+        if not self.uses_cache:
+            return False  # the classifier is built (and its backbone loaded) elsewhere
+        if whole or self.store is None or not self.data.fingerprint:
+            return True
+        for name in self._splits():
+            if not self.store.holds(feature_key(self.spec, self.data.fingerprint, name)):
+                return True
+        measured, outline = self.measurement_key("frozen"), self._outline_key()
+        return not (
+            (measured is not None and self.store.get_measurement(measured) is not None)
+            or (outline is not None and self.store.get_record(outline) is not None)
+        )
 
     def _new_head(self, seed: int) -> tf_keras.Model:
         s = self.settings
@@ -449,7 +502,9 @@ class Run:
                     continue
                 features = extract_features(
                     layer(),
-                    prepare(split, self.spec, batch_size=self.settings.batch_size),
+                    # In file order: the same features in the same order every time, so
+                    # a seed trains the same head whether they come from here or the store.
+                    prepare(in_file_order(split), self.spec, batch_size=self.settings.batch_size),
                     memory_limit_bytes=self.memory_limit_bytes,
                     spill_dir=self.spill_dir,
                     total=getattr(self.data.counts, name, None),
