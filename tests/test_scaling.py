@@ -62,10 +62,15 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path: Path) -> None:
         write_colour_folder(__import__("pathlib").Path(data_dir), per_class=8)
         data = ht.load_image_folder(data_dir, validation_fraction=0.25)
         report = ht.benchmark(spec, data, epochs=2, strategy=strategy, measure_latency=False,
-                              fine_tune="both", warmup_epochs=1)
+                              fine_tune="both", warmup_epochs=1, keep_models=True)
+        # The study's own training (its optimizers' slots made before fit): mirrored too.
+        frozen, tuned = (report.models[r.key] for r in report.results)
+        trained = [frozen.get_layer("head").optimizer, tuned.optimizer]
+        study_opt = sorted({{type(v).__name__ for o in trained for v in o.variables()[1:]}})
         print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "kinds": kinds,
                           "optimizer": opt, "loss": history["loss"],
                           "study": [r.status for r in report.results],
+                          "study_optimizer": study_opt,
                           "strategy": report.results[0].config["strategy"]}}))
         """
     )
@@ -74,6 +79,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path: Path) -> None:
     assert result["kinds"] == ["MirroredVariable"] and result["optimizer"] == ["MirroredVariable"]
     assert all(np.isfinite(result["loss"]))
     assert result["study"] == ["ok", "ok"] and result["strategy"] == "MirroredStrategy"
+    assert result["study_optimizer"] == ["MirroredVariable"]
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -197,6 +197,14 @@ def test_measurements_are_kept_by_architecture_and_junk_is_ignored(tmp_path: Pat
     assert key != measurement_key(
         dataclasses.replace(spec, name="n"), {"head": [], "num_classes": 2}
     )
+    # A downloaded model's saved configuration names its directory in the Hub cache.
+    remote = dataclasses.replace(spec, handle=URL)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub_a"))
+        in_a = measurement_key(remote, {"head": []})
+        assert measurement_key(spec, {"head": []}) == measurement_key(spec, {"head": []})
+        env.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub_b"))
+        assert measurement_key(remote, {"head": []}) != in_a
     store = FeatureStore(tmp_path)
     assert store.get_measurement(key) is None
     size = {"model_bytes": 1234, "params_total": 99, "params_trainable": 9}

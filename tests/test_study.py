@@ -424,6 +424,35 @@ def test_study_served_from_the_store_never_loads_its_backbone(
     assert saved.stat().st_size == first.model_bytes
 
 
+def test_a_backbone_loaded_for_latency_leaves_its_outline_for_a_new_head(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    from unittest import mock
+
+    from hubtransfer import model, trial
+
+    load = trial.load_backbone_layer
+    kwargs: dict[str, Any] = {"epochs": 1, "feature_store": tmp_path}
+    with mock.patch.object(trial, "load_backbone_layer", wraps=load) as loads:
+        first = ht.benchmark(models["tf2"], data, **kwargs).results[0]  # latency on
+        assert loads.call_count == 1 and first.latency_ms is not None
+        with mock.patch.object(model, "load_backbone_layer", wraps=load) as built:
+            new_head = ht.Head(hidden_units=(5,))
+            wider = ht.benchmark(
+                models["tf2"], data, head=new_head, measure_latency=False, **kwargs
+            ).results[0]
+        assert loads.call_count + built.call_count == 1  # the first study's load only
+    assert wider.status == "ok" and wider.params_trainable == TINY_DIM * 5 + 5 + 5 + 1
+    real = ht.benchmark(
+        models["tf2"], data, head=new_head, measure_latency=False, keep_models=True, **kwargs
+    )
+    kept = real.models[real.results[0].key]
+    assert kept.count_params() == wider.params_total
+    path = tmp_path / "real.h5"
+    kept.save(path, save_format="h5", include_optimizer=False)
+    assert path.stat().st_size == wider.model_bytes
+
+
 @pytest.mark.parametrize("cache_features", [True, False])
 def test_a_spec_promising_other_features_fails_with_the_fix_and_stores_nothing(
     models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path, cache_features: bool
@@ -453,57 +482,6 @@ def test_feature_store_defaults_to_the_cache_dir_and_is_checked(
     assert len(list((_private_cache_dir / "features").iterdir())) == 2  # train, validation
     with pytest.raises(ht.ConfigurationError, match=r"feature_store must be True .*Received"):
         ht.benchmark(models["tf2"], data, feature_store=3)  # type: ignore[arg-type]
-
-
-def test_next_backbone_loads_while_the_one_before_runs_and_results_do_not_change(
-    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
-) -> None:
-    import threading
-    from unittest import mock
-
-    from hubtransfer import trial
-
-    kwargs: dict[str, Any] = {"epochs": 3, "measure_latency": False, "feature_store": tmp_path}
-    missing = Backbone("missing", str(tmp_path / "nope"), SIZE, 8, "tf2", True)
-    where: list[tuple[str, str]] = []
-    load = trial.load_backbone_layer
-
-    def spy(spec: Backbone, **more: Any) -> Any:
-        where.append((spec.name, threading.current_thread().name))
-        return load(spec, **more)
-
-    with mock.patch.object(trial, "load_backbone_layer", side_effect=spy):
-        report = ht.benchmark([models["tf2"], models["tf2_b"], missing], data, **kwargs)
-    assert where == [
-        ("tiny_a", "MainThread"),
-        ("tiny_b", "hubtransfer-load-tiny_b"),
-        ("missing", "hubtransfer-load-missing"),
-    ]
-    a, b, failed = report.results
-    assert a.status == b.status == "ok"
-    # A preload's error is the trial's, as if it had loaded there.
-    assert failed.status == "failed" and failed.error is not None
-    assert "BackboneLoadError" in failed.error and "not a directory" in failed.error
-    # The backbone loaded in the background gave exactly the features of one loaded here.
-    from hubtransfer.config import DEFAULTS
-    from hubtransfer.data import in_file_order
-    from hubtransfer.store import FeatureStore, feature_key
-
-    spec = models["tf2_b"]
-    for split in ("train", "validation"):
-        key = feature_key(spec, data.fingerprint, split)
-        stored = FeatureStore(tmp_path).get(key, memory_limit_bytes=1 << 30)
-        assert stored is not None
-        split_in_order = in_file_order(getattr(data, split))
-        here = extract_features(
-            load(spec), ht.prepare(split_in_order, spec, batch_size=DEFAULTS.batch_size)
-        )
-        np.testing.assert_array_equal(stored.features, here.features)
-    # Served from the store, nothing is loaded, in front or behind.
-    where.clear()
-    with mock.patch.object(trial, "load_backbone_layer", side_effect=spy):
-        again = ht.benchmark([models["tf2"], models["tf2_b"]], data, **kwargs)
-    assert where == [] and [r.status for r in again.results] == ["ok", "ok"]
 
 
 def test_a_seed_gives_the_same_numbers_every_time_extracted_or_from_the_store(

@@ -7,11 +7,13 @@ weights' names, shapes and dtypes, never on their values. A
 :class:`BackboneOutline` records exactly those of a frozen backbone layer. The stand-in
 layer it builds (:meth:`BackboneOutline.layer`) has the same class name, configuration
 and weights, and a call that only returns features of the right shape; a classifier
-assembled around it saves to a file of exactly the real classifier's bytes (the tests
-compare them, byte count and configuration, for heads of every shape and both Hub
-formats). The backbone's SavedModel is then neither loaded nor traced for the
-measurement: built from the loaded layer's own variables, the stand-in spares tracing
-it; built from an outline kept in the store, it spares loading it.
+assembled around it saves to a file of exactly as many bytes as the real classifier's,
+with the same configuration (the tests compare both, for heads with and without hidden
+layers, two and more classes, both Hub formats and mixed precision); holding the loaded
+backbone's own variables, it saves the very same arrays too. The backbone's SavedModel
+is then neither loaded nor traced for the measurement: built from the loaded layer's
+own variables, the stand-in spares tracing it; built from an outline kept in the store,
+it spares loading it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from hubtransfer._tf import tf, tf_keras
 
-__all__ = ["OUTLINE_FORMAT", "BackboneOutline", "measure_classifier"]
+__all__ = ["OUTLINE_FORMAT", "BackboneOutline", "frozen_weights", "measure_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,13 @@ class BackboneOutline:
         take): the classifier is then measured the usual way."""
         if layer.trainable:
             return None
+        if tf_keras.utils.get_registered_name(type(layer)) != type(layer).__name__:
+            return None  # saved under a registered name the stand-in's class cannot take
+        variables = frozen_weights(layer)
+        if not all(v.dtype.is_floating or v.dtype.is_integer or v.dtype.is_bool for v in variables):
+            return None  # zero-filled stand-ins are numeric
         weights = tuple(
-            (str(w.name), tuple(int(d) for d in w.shape), str(w.dtype.name))
-            for w in [*layer.trainable_weights, *layer.non_trainable_weights]
+            (str(w.name), tuple(int(d) for d in w.shape), str(w.dtype.name)) for w in variables
         )
         if not all(name.endswith(":0") for name, _, _ in weights):
             return None  # a new variable is always named "<name>:0"
@@ -123,6 +129,11 @@ class BackboneOutline:
         # The saved configuration names the layer's class: the stand-in carries its name.
         stand_in = type(self.class_name, (_StandIn,), {})
         return stand_in(self, variables)
+
+
+def frozen_weights(layer: tf_keras.layers.Layer) -> list[tf.Variable]:
+    """A frozen layer's weights in the order a saved ``.h5`` lists them."""
+    return [*layer.trainable_weights, *layer.non_trainable_weights]
 
 
 class _StandIn(tf_keras.layers.Layer):

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,6 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from hubtransfer._fs import (
-    MARKER,
     atomic_write_text,
     directory_bytes,
     discard_directory,
@@ -113,6 +113,11 @@ def _model_stamp(handle: str) -> list[list[Any]] | None:
             info = (path / name).stat()
             stamp.append([name, info.st_size, info.st_mtime_ns])
     return stamp
+
+
+def _hub_cache_dir() -> str:
+    """Where tensorflow_hub caches downloads: ``$TFHUB_CACHE_DIR``, else a temp folder."""
+    return os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tfhub_modules")
 
 
 def key_payload(
@@ -183,6 +188,9 @@ def measurement_key(backbone: Backbone, architecture: dict[str, Any]) -> str:
         "name": backbone.name,
         "handle": backbone.handle,
         "model_files": _model_stamp(backbone.handle),
+        # A downloaded model is loaded from (and its layer's saved configuration names)
+        # its directory in TensorFlow Hub's cache.
+        "hub_cache": _hub_cache_dir() if backbone.is_remote else None,
         "hub_format": backbone.hub_format,
         "image_size": backbone.image_size,
         "feature_dim": backbone.feature_dim,
@@ -266,10 +274,6 @@ class FeatureStore:
                 mapped, labels.astype(np.int64), 0.0, path / "features.npy", from_store=True
             )
         return _with_seconds(features, time.perf_counter() - start)
-
-    def holds(self, key: str) -> bool:
-        """Whether an entry for ``key`` is in place (not whether it reads back whole)."""
-        return (self.directory / key / MARKER).is_file()
 
     def put(self, key: str, features: FeatureSet, *, metadata: dict[str, Any]) -> bool:
         """Stores ``features`` under ``key``; False when it could not (logged, not raised).

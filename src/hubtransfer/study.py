@@ -535,8 +535,8 @@ def _run_in_process(
 ) -> None:
     machine = environment()
     with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
-
-        def make_run(spec: Backbone) -> Run:
+        specs = list(dict.fromkeys(t.spec for t in todo))
+        for spec in specs:  # a backbone's modes share a Run
             run = Run(
                 spec,
                 data,
@@ -550,16 +550,6 @@ def _run_in_process(
                 store=runtime.store,
             )
             run.class_weight = None if weights is None else dict(enumerate(weights))
-            return run
-
-        specs = list(dict.fromkeys(t.spec for t in todo))
-        upcoming = make_run(specs[0]) if specs else None
-        for i, spec in enumerate(specs):  # a backbone's modes share a Run
-            run = cast(Run, upcoming)
-            upcoming = make_run(specs[i + 1]) if i + 1 < len(specs) else None
-            if upcoming is not None and _will_load_frozen(upcoming, todo, settings, runtime):
-                # Loaded while this backbone runs: at most two backbones in memory at once.
-                run.on_backbone_loaded = upcoming.preload
             for trial in (t for t in todo if t.spec == spec):
                 collector.progress.start(trial)
                 board = (
@@ -592,22 +582,6 @@ def _run_in_process(
             del run
             if loaded and spec != specs[-1]:  # its graph and weights sit in reference cycles
                 gc.collect()
-
-
-def _will_load_frozen(
-    run: Run, todo: list[_Planned], settings: StudySettings, runtime: _Runtime
-) -> bool:
-    """Whether ``run``'s frozen trial will load its frozen backbone (worth preloading)."""
-    frozen = [t for t in todo if t.spec == run.spec and t.mode == "frozen"]
-    if not frozen or runtime.strategy is not None:
-        return False
-    whole = (
-        runtime.measure_latency
-        or runtime.keep_models
-        or bool(settings.export)
-        or any(t.model_path is not None for t in frozen)
-    )
-    return run.needs_frozen_layer(whole=whole)
 
 
 def _run_on_executor(

@@ -19,10 +19,8 @@ import math
 import os
 import platform
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -47,7 +45,7 @@ from hubtransfer.preprocessing import prepare
 from hubtransfer.records import BenchmarkResult, EpochRecord, Mode, SeedRun
 from hubtransfer.registry import Backbone, BackboneRegistry
 from hubtransfer.settings import StudySettings
-from hubtransfer.sizing import BackboneOutline, measure_classifier
+from hubtransfer.sizing import BackboneOutline, frozen_weights, measure_classifier
 from hubtransfer.store import FeatureStore, feature_key, measurement_key
 
 __all__ = ["Run", "environment", "label_counts", "run_trial"]
@@ -134,7 +132,8 @@ def _fit(
     # twice (once creating them), a fixed cost of every model trained.
     build = getattr(model.optimizer, "build", None)
     if callable(build):
-        build(model.trainable_variables)
+        with model.distribute_strategy.scope():  # mirrored slots under a strategy
+            build(model.trainable_variables)
     history = model.fit(
         train,
         validation_data=validation,
@@ -274,10 +273,8 @@ class Run:
         self.registry = registry
         self._features: dict[str, FeatureSet] | None = None
         self._frozen_layer: tf_keras.layers.Layer | None = None
-        self._preloading: Future[tf_keras.layers.Layer] | None = None
+        self._outline: BackboneOutline | None = None
         self.loaded_backbone = False  # whether a backbone was loaded (memory to give back)
-        #: Called once this run's frozen backbone is loaded: e.g. the next run's preload.
-        self.on_backbone_loaded: Callable[[], None] | None = None
         self.class_weight: dict[int, float] | None = None
 
     @property
@@ -305,61 +302,18 @@ class Run:
     def frozen_layer(self) -> tf_keras.layers.Layer:
         """The frozen backbone, loaded on first use and shared by this run's frozen
         models; never loaded when every split's features come from the store, the
-        classifier's size is known or its backbone's outline is kept
-        (:func:`_measure_size`) and no whole classifier is asked for."""
+        classifier's size or its backbone's outline is kept (:func:`_measure_size`) and
+        no whole classifier is asked for. Loaded, it leaves its outline in the store."""
         if self._frozen_layer is None:
-            if self._preloading is not None:
-                preloading, self._preloading = self._preloading, None
-                self._frozen_layer = preloading.result()  # its error, if it failed
-            else:
-                with strategy_scope(self.strategy):
-                    self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
+            with strategy_scope(self.strategy):
+                self._frozen_layer = load_backbone_layer(self.spec, registry=self.registry)
             self.loaded_backbone = True
-            callback, self.on_backbone_loaded = self.on_backbone_loaded, None
-            if callback is not None:
-                callback()
+            self._outline = BackboneOutline.of(self._frozen_layer, self.spec.feature_dim)
+            key, store = self._outline_key(), self.store
+            outline = self._outline
+            if outline and key and store is not None and self._kept_outline() != outline:
+                store.put_record(key, outline.to_json())
         return self._frozen_layer
-
-    def preload(self) -> None:
-        """Starts loading the frozen backbone in a background thread, for
-        :meth:`frozen_layer` to take (with its error, if it fails).
-
-        Loading a SavedModel is mostly single-threaded Python; while the backbone before
-        runs its forward pass (TensorFlow's own threads), the load costs little wall
-        time. Not under a distribution strategy (its scope belongs to one thread).
-        """
-        if self._frozen_layer is not None or self._preloading is not None:
-            return
-        if self.strategy is not None:
-            return
-        preloading: Future[tf_keras.layers.Layer] = Future()
-
-        def load() -> None:
-            try:
-                preloading.set_result(load_backbone_layer(self.spec, registry=self.registry))
-            except Exception as exc:
-                preloading.set_exception(exc)
-
-        name = f"hubtransfer-load-{self.spec.name}"
-        threading.Thread(target=load, name=name, daemon=True).start()
-        self._preloading = preloading
-
-    def needs_frozen_layer(self, *, whole: bool) -> bool:
-        """Whether a frozen trial of this run loads the frozen backbone: on cached
-        features, when ``whole`` (something needs the whole classifier), or when the
-        store does not hold every split's features and the classifier's size or outline."""
-        if not self.uses_cache:
-            return False  # the classifier is built (and its backbone loaded) elsewhere
-        if whole or self.store is None or not self.data.fingerprint:
-            return True
-        for name in self._splits():
-            if not self.store.holds(feature_key(self.spec, self.data.fingerprint, name)):
-                return True
-        measured, outline = self.measurement_key("frozen"), self._outline_key()
-        return not (
-            (measured is not None and self.store.get_measurement(measured) is not None)
-            or (outline is not None and self.store.get_record(outline) is not None)
-        )
 
     def _new_head(self, seed: int) -> tf_keras.Model:
         s = self.settings
@@ -375,11 +329,34 @@ class Run:
     def classifier(self, head: tf_keras.Model) -> tf_keras.Model:
         """The whole frozen classifier around ``head`` (trained on cached features): the
         backbone the features came from, then ``head`` itself, compiled."""
+        return self._assemble(self.frozen_layer(), head)
+
+    def stand_in_classifier(self, head: tf_keras.Model) -> tf_keras.Model | None:
+        """The frozen classifier around ``head`` with the backbone's stand-in (see
+        :mod:`hubtransfer.sizing`): saved, it has the real classifier's bytes. Its
+        outline comes from the loaded backbone (whose variables it then holds), else from
+        the store, else the backbone is loaded for it. None when it cannot be outlined or
+        the stand-in cannot be built (the real classifier is measured then)."""
+        if self._frozen_layer is None:
+            self._outline = self._kept_outline()
+        if self._outline is None:
+            self.frozen_layer()
+        if self._outline is None:
+            return None
+        layer = self._frozen_layer
+        try:
+            stand_in = self._outline.layer(None if layer is None else frozen_weights(layer))
+            return self._assemble(stand_in, head)
+        except Exception as exc:  # measured the usual way instead
+            logger.debug("No stand-in for %s: %s", self.spec.name, exc, exc_info=True)
+            return None
+
+    def _assemble(self, layer: tf_keras.layers.Layer, head: tf_keras.Model) -> tf_keras.Model:
         s = self.settings
         with strategy_scope(self.strategy):
             return assemble_classifier(
                 self.spec,
-                self.frozen_layer(),
+                layer,
                 head,
                 self.data.num_classes,
                 optimizer=s.optimizer,
@@ -387,52 +364,23 @@ class Run:
                 mixed_precision=s.mixed_precision,
             )
 
-    def outline(self) -> BackboneOutline | None:
-        """The frozen backbone's outline (see :mod:`hubtransfer.sizing`): kept in the store
-        for the next study, read from it, or taken from the backbone (loaded if it is
-        not yet). None when the backbone's layer cannot be outlined."""
+    def _kept_outline(self) -> BackboneOutline | None:
         key = self._outline_key()
-        if self._frozen_layer is None and key is not None and self.store is not None:
-            kept = self.store.get_record(key)
-            if kept is not None:
-                try:
-                    return BackboneOutline.from_json(kept)
-                except ValueError as exc:
-                    logger.debug("Ignoring the kept outline of %s: %s", self.spec.name, exc)
-        outline = BackboneOutline.of(self.frozen_layer(), self.spec.feature_dim)
-        if outline is not None and key is not None and self.store is not None:
-            self.store.put_record(key, outline.to_json())
-        return outline
+        kept = None if key is None or self.store is None else self.store.get_record(key)
+        if kept is None:
+            return None
+        try:
+            return BackboneOutline.from_json(kept)
+        except ValueError as exc:
+            logger.debug("Ignoring the kept outline of %s: %s", self.spec.name, exc)
+            return None
 
     def _outline_key(self) -> str | None:
         if self.store is None:
             return None
-        return measurement_key(
-            self.spec, {"outline": True, "mixed_precision": self.settings.mixed_precision}
-        )
-
-    def stand_in_classifier(self, head: tf_keras.Model) -> tf_keras.Model | None:
-        """The frozen classifier around ``head`` with the backbone's stand-in (see
-        :mod:`hubtransfer.sizing`): it saves to the real classifier's bytes. None when the
-        backbone cannot be outlined."""
-        outline = self.outline()
-        if outline is None:
-            return None
-        layer = self._frozen_layer
-        variables = (
-            None if layer is None else [*layer.trainable_weights, *layer.non_trainable_weights]
-        )
-        s = self.settings
-        with strategy_scope(self.strategy):
-            return assemble_classifier(
-                self.spec,
-                outline.layer(variables),
-                head,
-                self.data.num_classes,
-                optimizer=s.optimizer,
-                learning_rate=s.learning_rate,
-                mixed_precision=s.mixed_precision,
-            )
+        # The layer's configuration holds its dtype, from the global precision policy.
+        policy = tf_keras.mixed_precision.global_policy().name
+        return measurement_key(self.spec, {"outline": True, "policy": policy})
 
     def measurement_key(self, mode: Mode) -> str | None:
         """Key of this run's classifier size in the store (None without a store)."""
@@ -699,15 +647,13 @@ class Run:
         )
 
 
-def _exports(
-    whole: Callable[[], tf_keras.Model], run: Run
-) -> dict[str, dict[str, float | int | None]]:
+def _exports(model: tf_keras.Model, run: Run) -> dict[str, dict[str, float | int | None]]:
+    """The whole classifier ``model`` exported to each TFLite mode asked for, scored."""
     from hubtransfer.tflite import Quantization, evaluate_tflite, export_tflite
 
     measured: dict[str, dict[str, float | int | None]] = {}
     if not run.settings.export:
         return measured
-    model = whole()
     with tempfile.TemporaryDirectory(prefix="hubtransfer-tflite-") as tmp:
         for mode in run.settings.export:
             path = export_tflite(
@@ -728,30 +674,27 @@ def _exports(
 
 
 def _measure_size(
-    run: Run,
-    mode: Mode,
-    whole: Callable[[], tf_keras.Model],
-    *,
-    head: tf_keras.Model | None,
-    built: bool,
-    target: Path | None,
+    run: Run, mode: Mode, model: tf_keras.Model, *, head_only: bool, target: Path | None
 ) -> dict[str, int]:
-    """Saved ``.h5`` bytes and parameters of the whole classifier.
+    """Saved ``.h5`` bytes and parameters of the whole classifier (``model``, or around
+    ``model`` when it is a head trained on cached features, ``head_only``).
 
-    They depend on the architecture only, so they are kept in the store. When the whole
-    classifier is not ``built`` and there is nothing to save at ``target``, a kept
-    measurement is used; else a frozen ``head`` trained on features is measured in a
-    classifier around its backbone's stand-in (same file, no backbone run or loaded).
+    They depend on the architecture only, so they are kept in the store and read back
+    for a head. A head is measured in a classifier around its backbone's stand-in (see
+    :mod:`hubtransfer.sizing`: the same file, without running or loading the backbone);
+    failing that, around the backbone itself. A whole classifier is saved as it is, to
+    ``target`` if given.
     """
     key = run.measurement_key(mode)
-    quick = not built and target is None
-    kept = run.store.get_measurement(key) if quick and key and run.store is not None else None
+    store = run.store
+    kept = store.get_measurement(key) if head_only and key and store is not None else None
     if kept is not None:
         return kept
-    stand_in = run.stand_in_classifier(head) if quick and head is not None else None
-    size = measure_classifier(whole() if stand_in is None else stand_in, target)
-    if key is not None and run.store is not None:
-        run.store.put_measurement(key, size)
+    if head_only:
+        model = run.stand_in_classifier(model) or run.classifier(model)
+    size = measure_classifier(model, target)
+    if key is not None and store is not None:
+        store.put_measurement(key, size)
     return size
 
 
@@ -782,9 +725,9 @@ def run_trial(
     """Trains ``run``'s backbone in ``mode`` over the settings' seeds and measures it.
 
     Returns the result and, with ``keep_model``, the first seed's whole classifier (else
-    None: a frozen head trained on stored features then never needs its backbone loaded,
-    unless latency, exports, a saved model or a size not measured yet for this
-    architecture ask for the whole classifier).
+    None: a frozen head trained on stored features then needs its backbone loaded only
+    when latency, exports or a saved model ask for the whole classifier, or when neither
+    this architecture's size nor the backbone's outline is kept yet).
     """
     spec = run.spec
     common: dict[str, Any] = {
@@ -848,24 +791,14 @@ def run_trial(
         if model is None or measured is None:  # pragma: no cover - seeds >= 1 is checked
             raise BenchmarkError("no seed ran")
         history = measured.history
-        kept = model
-        whole_model: tf_keras.Model | None = None if measured.head_only else model
-
-        def whole() -> tf_keras.Model:
-            nonlocal whole_model
-            if whole_model is None:
-                whole_model = run.classifier(kept)
-            return whole_model
-
-        latency_ms, throughput = _latency(whole(), spec) if measure_latency else (None, None)
-        size = _measure_size(
-            run,
-            mode,
-            whole,
-            head=kept if measured.head_only else None,
-            built=whole_model is not None,
-            target=model_path,
-        )
+        head_only = measured.head_only
+        if head_only and (
+            measure_latency or keep_model or run.settings.export or model_path is not None
+        ):
+            model = run.classifier(model)  # the whole classifier is needed: built once
+            head_only = False
+        latency_ms, throughput = _latency(model, spec) if measure_latency else (None, None)
+        size = _measure_size(run, mode, model, head_only=head_only, target=model_path)
         phase_epochs = run.settings.epochs + (
             run.settings.warmup_epochs if mode == "fine_tuned" else 0
         )
@@ -883,7 +816,7 @@ def run_trial(
             params_trainable=size["params_trainable"],
             latency_ms=latency_ms,
             throughput=throughput,
-            exports=_exports(whole, run),
+            exports=_exports(model, run),
             per_seed=tuple(per_seed),
             monitor=run.settings.monitor,
             selected_epoch=measured.selected_epoch,
@@ -896,7 +829,7 @@ def run_trial(
             test_metrics=metrics["test"].to_dict() if "test" in metrics else None,
             **common,
         )
-        return result, whole() if keep_model else None
+        return result, model if keep_model else None
     except NotFineTunableError as exc:
         return BenchmarkResult(status="skipped", error=str(exc), **common), None
     except Exception as exc:  # isolate: one backbone's failure must not end the study
