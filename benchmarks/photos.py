@@ -95,17 +95,27 @@ def write_photos(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def forward_floor(ht: Any, spec: Any, n: int, batch_size: int) -> float:
-    """Seconds of one forward pass over ``n`` in-memory images (after a warm-up batch)."""
+    """Seconds of one forward pass over ``n`` in-memory images (after a warm-up batch),
+    the fastest way hubtransfer knows: the SavedModel's own inference function, traced
+    for any batch size, when the layer has one (no new trace for the last batch)."""
     import tensorflow as tf
 
     layer = ht.load_backbone_layer(spec)
     batch = tf.random.uniform((batch_size, spec.image_size, spec.image_size, 3))
-    layer(batch[:2], training=False).numpy()
+    try:
+        from hubtransfer.features import _saved_inference
+    except ImportError:  # older versions
+        forward = None
+    else:
+        forward = _saved_inference(layer, batch)
+    if forward is None:
+        forward = lambda x: layer(x, training=False)  # noqa: E731
+    np.asarray(forward(batch[:2]))
     start = time.perf_counter()
     done = 0
     while done < n:
         take = min(batch_size, n - done)
-        layer(batch[:take], training=False).numpy()
+        np.asarray(forward(batch[:take]))
         done += take
     return time.perf_counter() - start
 

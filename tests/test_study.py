@@ -243,6 +243,27 @@ def test_feature_cache_spills_to_disk_identically(
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(memory.labels.tolist())
 
 
+@pytest.mark.parametrize("fmt", ["tf2", "tf1"])
+def test_features_are_the_layers_own_output_for_every_batch_size(
+    models: dict[str, Backbone], data: ht.ImageData, fmt: str
+) -> None:
+    from hubtransfer.features import _saved_inference
+
+    spec = models[fmt]
+    layer = ht.load_backbone_layer(spec)
+    batches = ht.prepare(data.validation, spec, batch_size=10)  # 24 images: 10, 10, 4
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    assert len(images) % 10 != 0
+    # A TF2 Hub layer runs its SavedModel's inference function, traced for any batch size
+    # (no new trace for the last, smaller batch); a TF1 module its own call.
+    fast = _saved_inference(layer, tf.constant(images[:10]))
+    assert (fast is not None) == (fmt == "tf2")
+    features = extract_features(layer, batches).features
+    np.testing.assert_array_equal(features, np.asarray(layer(images, training=False)))
+    trainable = ht.load_backbone_layer(spec, trainable=True) if fmt == "tf2" else None
+    assert trainable is None or _saved_inference(trainable, tf.constant(images[:10])) is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -14,9 +14,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -81,6 +82,40 @@ class FeatureSet:
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _saved_inference(
+    layer: tf_keras.layers.Layer, images: tf.Tensor
+) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """A frozen Hub layer's SavedModel inference function (``training=False``) for any
+    batch shaped like ``images``; None for any other layer.
+
+    Called eagerly, a Hub layer traces its SavedModel's function again for every new
+    batch shape (each split's last, smaller batch), and the new trace is optimised and
+    instantiated again: a few batches' worth of time per backbone and split. The
+    SavedModel's own concrete function, saved for a batch of any size, is instantiated
+    once. Only for what ``hub.KerasLayer`` would call the same way: no signature,
+    arguments or output key, a ``training`` argument, frozen.
+    """
+    if (
+        layer.trainable
+        or getattr(layer, "_signature", None)
+        or getattr(layer, "_arguments", None)
+        or getattr(layer, "_output_key", None)
+        or not getattr(layer, "_has_training_argument", False)
+    ):
+        return None
+    loaded = getattr(layer, "_callable", None)  # a restored function, or an object with one
+    if not hasattr(loaded, "get_concrete_function"):  # a restored object's own __call__
+        loaded = getattr(loaded, "__dict__", {}).get("__call__")
+    get_concrete = getattr(loaded, "get_concrete_function", None)
+    if get_concrete is None:
+        return None
+    try:
+        function = get_concrete(tf.TensorSpec([None, *images.shape[1:]], images.dtype), False)
+    except Exception:  # no such saved signature: the layer's own call
+        return None
+    return cast(Callable[[tf.Tensor], tf.Tensor], function)
+
+
 def extract_features(
     backbone_layer: tf_keras.layers.Layer,
     batches: tf.data.Dataset,
@@ -92,9 +127,9 @@ def extract_features(
 ) -> FeatureSet:
     """One forward pass of ``backbone_layer`` (inference mode) over batched ``(x, y)``.
 
-    The layer is called eagerly: a Hub layer runs its SavedModel's traced graph function
-    anyway, so wrapping it in another ``tf.function`` would only add a trace per backbone.
-    Progress (images done, rate, and with ``total`` the time left) goes to the
+    A frozen TF2 Hub layer is run through its SavedModel's own inference function, which
+    takes any batch size (see :func:`_saved_inference`); any other layer is called
+    eagerly. Progress (images done, rate, and with ``total`` the time left) goes to the
     ``hubtransfer`` logger at INFO, named by ``what``.
     """
     start = time.perf_counter()
@@ -105,9 +140,14 @@ def extract_features(
     spill: IO[bytes] | None = None
     spill_path: Path | None = None
     dim = 0
+    forward: Callable[[tf.Tensor], Any] | None = None
     try:
         for images, batch_labels in batches:
-            features = np.asarray(backbone_layer(images, training=False), np.float32)
+            if forward is None:
+                forward = _saved_inference(backbone_layer, images) or (
+                    lambda x: backbone_layer(x, training=False)
+                )
+            features = np.asarray(forward(images), np.float32)
             dim = features.shape[1]
             labels.append(np.asarray(batch_labels, np.int64))
             if spill is None and held + features.nbytes > memory_limit_bytes:
