@@ -148,3 +148,28 @@ def test_buffer_shuffle_still_used_for_other_datasets_and_on_request(tmp_path: P
     data = ht.load_image_folder(tmp_path, validation_fraction=0.0)
     both = ht.prepare(data.train, spec, training=True, shuffle_buffer=4, batch_size=4)
     assert sorted(int(y) for _, ys in both for y in ys) == [0] * 6 + [1] * 6
+
+
+def test_pipelines_run_without_autotune_stalls(tmp_path: Path) -> None:
+    # With tf.data's autotuning on, dropping an iterator (every epoch's end) can block
+    # until the autotuner's thread next wakes (benchmarks/iterator_teardown.py).
+    from hubtransfer.features import FeatureSet
+
+    write_sorted_classes(tmp_path, per_class=4)
+    data = ht.load_image_folder(tmp_path, validation_fraction=0.25, image_store=False)
+    features = FeatureSet(np.zeros((6, 4), np.float32), np.zeros(6, np.int64), 0.0)
+    spilled = tmp_path / "features.npy"
+    np.zeros((6, 4), np.float32).tofile(spilled)
+    on_disk = FeatureSet(
+        np.memmap(spilled, np.float32, "r", shape=(6, 4)), np.zeros(6, np.int64), 0.0, spilled
+    )
+    pipelines = {
+        "train split": data.train,
+        "prepare": ht.prepare(data.train, MNV2, training=True, augment=True),
+        "prepare, any dataset": ht.prepare(_dataset(), MNV2),
+        "features": features.dataset(4, shuffle=True),
+        "features on disk": on_disk.dataset(4, shuffle=True),
+    }
+    for name, dataset in pipelines.items():
+        assert dataset.options().autotune.enabled is False, name
+        assert sum(1 for _ in dataset) > 0, name

@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from hubtransfer._progress import Progress
-from hubtransfer._tf import tf, tf_keras
+from hubtransfer._tf import no_autotune_stalls, tf, tf_keras
 
 __all__ = ["DEFAULT_MEMORY_LIMIT_BYTES", "FeatureSet", "extract_features"]
 
@@ -62,7 +62,7 @@ class FeatureSet:
             ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels))
             if shuffle:
                 ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            return no_autotune_stalls(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
         # Disk-backed: shuffle indices, read rows from the memmap in batches.
         features, labels = self.features, self.labels
         dim = features.shape[1]
@@ -79,7 +79,7 @@ class FeatureSet:
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, dim]), tf.ensure_shape(y, [None])))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return no_autotune_stalls(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _saved_inference(

@@ -7,7 +7,7 @@ and [0, 1].
 
 from __future__ import annotations
 
-from hubtransfer._tf import tf
+from hubtransfer._tf import no_autotune_stalls, tf
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import reshuffled
 from hubtransfer.errors import ConfigurationError, DatasetError
@@ -144,7 +144,8 @@ def prepare(
             lambda x, y: (preprocess_image(x, spec, crop_fraction=crop_fraction), y),
             num_parallel_calls=_AUTOTUNE,
         )
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
+    batches = dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
+    return no_autotune_stalls(batches)
 
 
 def _default_buffer(dataset: tf.data.Dataset) -> int:
