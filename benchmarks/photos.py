@@ -159,11 +159,15 @@ def fine_tune_rates(ht: Any, spec: Any, data: Any, batch_size: int, epochs: int)
 
     n = data.counts.train
     rates: dict[str, Any] = {}
+    try:  # the same pipeline options as prepare()'s, where hubtransfer sets them
+        from hubtransfer._tf import no_autotune_stalls as steady
+    except ImportError:
+        steady = lambda dataset: dataset  # noqa: E731
     pipelines = {
         "folder + prepare()": lambda: ht.prepare(
             data.train, spec, batch_size=batch_size, training=True, augment=True, seed=0
         ),
-        "in-memory tensors": lambda: (
+        "in-memory tensors": lambda: steady(
             tf.data.Dataset.from_tensor_slices(
                 (
                     tf.random.uniform((n, spec.image_size, spec.image_size, 3), seed=1),
