@@ -47,10 +47,11 @@ def no_autotune_stalls(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
     With it on, dropping an iterator (the end of every epoch, validation pass or feature
     pass) can block until the autotuner's background thread next wakes up, and that
-    thread sleeps for doubling periods (10 ms, 20 ms, ... up to a minute): measured
-    here, a 3 s pass then took 5.1 s and a 5 s pass 10.2 s
-    (``benchmarks/iterator_teardown.py``). Without it, ``AUTOTUNE`` parallelism is the
-    number of cores and prefetch buffers still grow as needed.
+    thread sleeps for doubling periods, so a pass ends at the next of 1.27, 2.55, 5.11,
+    10.23 s... (``benchmarks/iterator_teardown.py``; in ``benchmarks/photos.py``
+    efficientnet_b0's feature pass took twice its floor). Without it, an ``AUTOTUNE``
+    parallelism stays at tf.data's starting value, the number of schedulable cores (at
+    most 16).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
