@@ -17,8 +17,9 @@ one run:
    <= 0.1): in a new process (a second Python loading the folder again; timed from
    after its imports, as the first study is, and also in all) the first time the head
    is seen (its classifier's size is measured then, around each backbone's outline;
-   checked against the real classifier saved), in this process with another learning
-   rate, and in new processes with 3 seeds and as the first time again.
+   checked against the real classifier saved), in this process with a head no study has
+   seen and with another learning rate, and in new processes with 3 seeds and as the
+   first time again.
 
     python benchmarks/photos.py [--images 500] [--workdir DIR]
 
@@ -359,6 +360,22 @@ def main() -> None:
                     f"  {spec.name}, the report's head: reported {reported} bytes; the real "
                     f"classifier saved as .h5: {saved} bytes ({verdict})"
                 )
+        # This process, a head seen by no study yet: measured around the kept outlines.
+        load = study.load_backbone_layer
+        unseen = ht.Head(hidden_units=(64,), dropout=0.1)
+        start = time.perf_counter()
+        with (
+            mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy,
+            mock.patch.object(study, "load_backbone_layer", wraps=load) as loads,
+        ):
+            other = ht.benchmark(specs, data, **{**kwargs, "head": unseen})
+        other_s = time.perf_counter() - start
+        print(
+            f"same process, a head never seen ({unseen.hidden_units} units): benchmark "
+            f"{other_s:.2f} s, {spy.call_count} feature extractions, {loads.call_count} "
+            f"backbone loads, {[r.status for r in other]}; vs the first study "
+            f"{other_s / study_s:.2f} (target <= 0.1)"
+        )
         start = time.perf_counter()
         with mock.patch.object(study, "extract_features", wraps=study.extract_features) as spy:
             again = ht.benchmark(
