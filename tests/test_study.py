@@ -520,3 +520,23 @@ def test_a_seed_gives_the_same_numbers_every_time_extracted_or_from_the_store(
     losses = [[e.val_loss for e in r.history] for r in runs]
     assert losses[1:] == losses[:-1]
     assert len({r.val_accuracy for r in runs}) == 1
+
+
+def test_an_outline_that_cannot_be_saved_falls_back_to_the_real_classifier(
+    models: dict[str, Backbone], data: ht.ImageData, tmp_path: Path
+) -> None:
+    kwargs: dict[str, Any] = {"epochs": 1, "measure_latency": False, "feature_store": tmp_path}
+    ht.benchmark(models["tf2"], data, **kwargs)  # keeps the backbone's outline
+    [kept] = [p for p in (tmp_path / "measurements").iterdir() if "class_name" in p.read_text()]
+    outline = json.loads(kept.read_text())
+    outline["weights"][1] = outline["weights"][0]  # two weights of one name: no .h5 save
+    kept.write_text(json.dumps(outline))
+    head = ht.Head(hidden_units=(3,))
+    result = ht.benchmark(models["tf2"], data, head=head, **kwargs).results[0]
+    assert result.status == "ok", result.error
+    out = tmp_path / "out"
+    real = ht.benchmark(
+        models["tf2"], data, head=head, output_dir=out, save_models=True, **kwargs
+    ).results[0]
+    saved = out / "models" / f"{real.backbone}_frozen.h5"
+    assert result.model_bytes == real.model_bytes == saved.stat().st_size

@@ -391,6 +391,7 @@ class Run:
             "head": dataclasses.asdict(s.head),  # every field: a new one is a new key
             "num_classes": self.data.num_classes,
             "mixed_precision": s.mixed_precision,
+            "policy": tf_keras.mixed_precision.global_policy().name,  # the Hub layer's dtype
             "trainable": mode == "fine_tuned",
         }
         return measurement_key(self.spec, architecture)
@@ -690,9 +691,18 @@ def _measure_size(
     kept = store.get_measurement(key) if head_only and key and store is not None else None
     if kept is not None:
         return kept
+    size = None
     if head_only:
-        model = run.stand_in_classifier(model) or run.classifier(model)
-    size = measure_classifier(model, target)
+        stand_in = run.stand_in_classifier(model)
+        if stand_in is not None:
+            try:
+                size = measure_classifier(stand_in)
+            except Exception as exc:  # e.g. an outline edited by hand: the real one
+                logger.debug("Could not save %s's stand-in: %s", run.spec.name, exc)
+        if size is None:
+            model = run.classifier(model)
+    if size is None:
+        size = measure_classifier(model, target)
     if key is not None and store is not None:
         store.put_measurement(key, size)
     return size
