@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CACHE_DIR_ENV", "DEFAULTS", "Defaults", "cache_root"]
+__all__ = ["CACHE_DIR_ENV", "DEFAULTS", "Defaults", "cache_root", "hub_cache_dir"]
 
 #: Environment variable naming hubtransfer's cache directory (feature store, spilled
 #: image caches). Unset: :func:`cache_root` picks the platform's user cache directory.
@@ -63,3 +64,9 @@ def cache_root() -> Path:
         return Path.home() / "Library" / "Caches" / "hubtransfer"
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "hubtransfer"
+
+
+def hub_cache_dir() -> str:
+    """Where tensorflow_hub caches downloaded models, as it decides:
+    ``$TFHUB_CACHE_DIR``, else ``tfhub_modules`` in the system's temp directory."""
+    return os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tfhub_modules")

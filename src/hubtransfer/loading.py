@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 
 from hubtransfer._tf import hub, tf
+from hubtransfer.config import hub_cache_dir
 from hubtransfer.errors import BackboneLoadError, NotFineTunableError
 from hubtransfer.registry import Backbone, BackboneRegistry, resolve_backbone, suggest_fine_tunable
 
@@ -31,14 +32,9 @@ def is_tf1_module(path: str | os.PathLike[str]) -> bool:
     return bool(tf.io.gfile.exists(os.path.join(os.fspath(path), _TF1_MARKER)))
 
 
-def _cache_dir() -> str:
-    configured = os.environ.get("TFHUB_CACHE_DIR")
-    return configured or os.path.join(os.environ.get("TMPDIR", "/tmp"), "tfhub_modules")
-
-
 def _offline_hint(spec: Backbone) -> str:
     return (
-        f"Downloads are cached in TFHUB_CACHE_DIR (now {_cache_dir()}). To work offline, "
+        f"Downloads are cached in TFHUB_CACHE_DIR (now {hub_cache_dir()}). To work offline, "
         "download the model where there is network and point the backbone at the "
         f"directory: dataclasses.replace(get_backbone({spec.name!r}), handle='/path/to/model'); "
         "or set TFHUB_CACHE_DIR to a cache filled on another machine; or build an untrained "

@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +66,7 @@ from hubtransfer._fs import (
     remove_stale_staging,
     write_entry,
 )
-from hubtransfer.config import cache_root
+from hubtransfer.config import cache_root, hub_cache_dir
 from hubtransfer.registry import Backbone
 
 if TYPE_CHECKING:
@@ -113,11 +112,6 @@ def _model_stamp(handle: str) -> list[list[Any]] | None:
             info = (path / name).stat()
             stamp.append([name, info.st_size, info.st_mtime_ns])
     return stamp
-
-
-def _hub_cache_dir() -> str:
-    """Where tensorflow_hub caches downloads: ``$TFHUB_CACHE_DIR``, else a temp folder."""
-    return os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tfhub_modules")
 
 
 def key_payload(
@@ -190,7 +184,7 @@ def measurement_key(backbone: Backbone, architecture: dict[str, Any]) -> str:
         "model_files": _model_stamp(backbone.handle),
         # A downloaded model is loaded from (and its layer's saved configuration names)
         # its directory in TensorFlow Hub's cache.
-        "hub_cache": _hub_cache_dir() if backbone.is_remote else None,
+        "hub_cache": hub_cache_dir() if backbone.is_remote else None,
         "hub_format": backbone.hub_format,
         "image_size": backbone.image_size,
         "feature_dim": backbone.feature_dim,

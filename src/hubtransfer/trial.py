@@ -331,12 +331,13 @@ class Run:
         backbone the features came from, then ``head`` itself, compiled."""
         return self._assemble(self.frozen_layer(), head)
 
-    def stand_in_classifier(self, head: tf_keras.Model) -> tf_keras.Model | None:
-        """The frozen classifier around ``head`` with the backbone's stand-in (see
-        :mod:`hubtransfer.sizing`): saved, it has the real classifier's bytes. Its
-        outline comes from the loaded backbone (whose variables it then holds), else from
-        the store, else the backbone is loaded for it. None when it cannot be outlined or
-        the stand-in cannot be built (the real classifier is measured then)."""
+    def stand_in_size(self, head: tf_keras.Model) -> dict[str, int] | None:
+        """The whole frozen classifier's measurements (:func:`measure_classifier`), taken
+        around ``head`` with the backbone's stand-in (see :mod:`hubtransfer.sizing`):
+        the real classifier's bytes. Its outline comes from the loaded backbone (whose
+        variables it then holds), else from the store, else the backbone is loaded for
+        it. None when it cannot be outlined, or the stand-in cannot be built or saved
+        (an outline edited by hand): the real classifier is measured then."""
         if self._frozen_layer is None:
             self._outline = self._kept_outline()
         if self._outline is None:
@@ -346,7 +347,7 @@ class Run:
         layer = self._frozen_layer
         try:
             stand_in = self._outline.layer(None if layer is None else frozen_weights(layer))
-            return self._assemble(stand_in, head)
+            return measure_classifier(self._assemble(stand_in, head))
         except Exception as exc:  # measured the usual way instead
             logger.debug("No stand-in for %s: %s", self.spec.name, exc, exc_info=True)
             return None
@@ -691,18 +692,9 @@ def _measure_size(
     kept = store.get_measurement(key) if head_only and key and store is not None else None
     if kept is not None:
         return kept
-    size = None
-    if head_only:
-        stand_in = run.stand_in_classifier(model)
-        if stand_in is not None:
-            try:
-                size = measure_classifier(stand_in)
-            except Exception as exc:  # e.g. an outline edited by hand: the real one
-                logger.debug("Could not save %s's stand-in: %s", run.spec.name, exc)
-        if size is None:
-            model = run.classifier(model)
+    size = run.stand_in_size(model) if head_only else None
     if size is None:
-        size = measure_classifier(model, target)
+        size = measure_classifier(run.classifier(model) if head_only else model, target)
     if key is not None and store is not None:
         store.put_measurement(key, size)
     return size
