@@ -173,3 +173,34 @@ def test_pipelines_run_without_autotune_stalls(tmp_path: Path) -> None:
     for name, dataset in pipelines.items():
         assert dataset.options().autotune.enabled is False, name
         assert sum(1 for _ in dataset) > 0, name
+
+
+def test_pipelines_are_traced_as_written(tmp_path: Path) -> None:
+    # AutoGraph rewrites a function's source the first time tf.data traces it (about
+    # 0.3 s for prepare()'s map in every new process); hubtransfer's pipeline functions
+    # have no Python control flow on tensors, so none is handed to AutoGraph.
+    from unittest import mock
+
+    from tensorflow.python.autograph.impl import api
+
+    from hubtransfer.features import FeatureSet
+    from hubtransfer.trial import label_counts
+
+    write_sorted_classes(tmp_path, per_class=4)
+    spilled = tmp_path / "features.npy"
+    np.zeros((6, 4), np.float32).tofile(spilled)
+    with mock.patch.object(api, "converted_call", wraps=api.converted_call) as converted:
+        data = ht.load_image_folder(tmp_path, validation_fraction=0.25, image_store=False)
+        on_disk = FeatureSet(
+            np.memmap(spilled, np.float32, "r", shape=(6, 4)), np.zeros(6, np.int64), 0.0, spilled
+        )
+        pipelines = [
+            data.train,
+            ht.prepare(data.train, MNV2, training=True, augment=True),
+            ht.prepare(_dataset(), MNV2),
+            on_disk.dataset(4, shuffle=True),
+        ]
+        batches = sum(1 for dataset in pipelines for _ in dataset)
+        counts = label_counts(data)
+    assert batches > 0 and sum(counts) == data.counts.train
+    assert converted.call_args_list == []

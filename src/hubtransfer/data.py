@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hubtransfer._tf import tf
+from hubtransfer._tf import as_written, tf
 from hubtransfer.config import DEFAULTS
 from hubtransfer.errors import ConfigurationError, DatasetError
 from hubtransfer.imagecache import (
@@ -257,7 +257,9 @@ def load_tfds(
     def select(example: dict[str, Any]) -> tuple[tf.Tensor, tf.Tensor]:
         return _to_rgb_uint8(example[image_key], example[label_key])
 
-    train, validation, *rest = (ds.map(select, num_parallel_calls=_AUTOTUNE) for ds in loaded)
+    train, validation, *rest = (
+        ds.map(as_written(select), num_parallel_calls=_AUTOTUNE) for ds in loaded
+    )
     test = rest[0] if rest else None
     counts = ImageCounts(
         _known_count(train),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubtransfer._heap import quiet_heap
 from hubtransfer.errors import ConfigurationError, DatasetError, MissingDependencyError
 from hubtransfer.records import BenchmarkResult, Mode
 from hubtransfer.registry import Backbone
@@ -98,7 +99,8 @@ def run_task(task: TrialTask) -> BenchmarkResult:
     from hubtransfer.trial import Run, environment, run_trial
 
     data = _data(task.recipe, task.fingerprint)
-    with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
+    # quiet_heap: the collection after the trial skips TensorFlow's own objects.
+    with quiet_heap(), tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         run = Run(
             task.spec,
             data,
@@ -122,8 +124,8 @@ def run_task(task: TrialTask) -> BenchmarkResult:
         )
         loaded = run.loaded_backbone
         del model, run
-    if loaded:  # a backbone's graph and weights sit in reference cycles
-        gc.collect()
+        if loaded:  # a backbone's graph and weights sit in reference cycles
+            gc.collect()
     return result
 
 

@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from hubtransfer._progress import Progress
-from hubtransfer._tf import no_autotune_stalls, tf, tf_keras
+from hubtransfer._tf import as_written, no_autotune_stalls, tf, tf_keras
 
 __all__ = ["DEFAULT_MEMORY_LIMIT_BYTES", "FeatureSet", "extract_features"]
 
@@ -75,10 +75,12 @@ class FeatureSet:
         if shuffle:
             index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         ds = index.batch(batch_size).map(
-            lambda i: tf.numpy_function(read, [i], (tf.float32, tf.int64)),
+            as_written(lambda i: tf.numpy_function(read, [i], (tf.float32, tf.int64))),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, dim]), tf.ensure_shape(y, [None])))
+        ds = ds.map(
+            as_written(lambda x, y: (tf.ensure_shape(x, [None, dim]), tf.ensure_shape(y, [None])))
+        )
         return no_autotune_stalls(ds.prefetch(tf.data.AUTOTUNE))
 
 

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from hubtransfer._fs import _create_unique
 from hubtransfer._progress import Progress
-from hubtransfer._tf import no_autotune_stalls, tf
+from hubtransfer._tf import as_written, no_autotune_stalls, tf
 from hubtransfer.config import cache_root
 from hubtransfer.decoding import decode_many
 from hubtransfer.imagestore import ImageStore, file_stamps, image_key
@@ -124,7 +124,9 @@ class ImageCache:
             image.set_shape([None, None, 3])
             return image, label
 
-        return no_autotune_stalls(dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE))
+        return no_autotune_stalls(
+            dataset.map(as_written(load), num_parallel_calls=tf.data.AUTOTUNE)
+        )
 
 
 def build_image_cache(

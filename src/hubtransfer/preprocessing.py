@@ -7,7 +7,7 @@ and [0, 1].
 
 from __future__ import annotations
 
-from hubtransfer._tf import no_autotune_stalls, tf
+from hubtransfer._tf import as_written, no_autotune_stalls, tf
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import reshuffled
 from hubtransfer.errors import ConfigurationError, DatasetError
@@ -136,12 +136,12 @@ def prepare(
     if training and augment:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda pair, s: (preprocess_image(pair[0], spec, augment_seed=s), pair[1]),
+            as_written(lambda pair, s: (preprocess_image(pair[0], spec, augment_seed=s), pair[1])),
             num_parallel_calls=_AUTOTUNE,
         )
     else:
         dataset = dataset.map(
-            lambda x, y: (preprocess_image(x, spec, crop_fraction=crop_fraction), y),
+            as_written(lambda x, y: (preprocess_image(x, spec, crop_fraction=crop_fraction), y)),
             num_parallel_calls=_AUTOTUNE,
         )
     batches = dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)

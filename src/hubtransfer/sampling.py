@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from hubtransfer._tf import tf
+from hubtransfer._tf import as_written, tf
 from hubtransfer.config import DEFAULTS
 from hubtransfer.data import ImageData, _file_dataset, _FileSplit, file_split
 from hubtransfer.errors import DatasetError
@@ -101,7 +101,8 @@ def sample_split(
         )
         return _file_dataset(sample)
     labels = np.fromiter(
-        (int(y) for y in dataset.map(lambda x, y: y).as_numpy_iterator()), dtype=np.int64
+        (int(y) for y in dataset.map(as_written(lambda x, y: y)).as_numpy_iterator()),
+        dtype=np.int64,
     )
     chosen = np.sort(stratified_indices(labels, n, seed=seed))
     keep = np.zeros(len(labels), bool)
@@ -111,6 +112,6 @@ def sample_split(
     return (
         dataset.enumerate()
         .take(int(chosen[-1]) + 1 if len(chosen) else 0)
-        .filter(lambda i, pair: mask[i])
-        .map(lambda i, pair: pair)
+        .filter(as_written(lambda i, pair: mask[i]))
+        .map(as_written(lambda i, pair: pair))
     )

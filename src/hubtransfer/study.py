@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hubtransfer._fs import atomic_write_text, check_writable_dir, exclusive_lock, unique_sibling
+from hubtransfer._heap import quiet_heap
 from hubtransfer._tf import tf, tf_keras
 from hubtransfer.board import TrialBoard, check_tensorboard_dir, write_experiment
 from hubtransfer.config import DEFAULTS
@@ -534,7 +535,8 @@ def _run_in_process(
     collector: _Collector,
 ) -> None:
     machine = environment()
-    with tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
+    # quiet_heap: the collections between backbones skip TensorFlow's own objects.
+    with quiet_heap(), tempfile.TemporaryDirectory(prefix="hubtransfer-features-") as spill:
         specs = list(dict.fromkeys(t.spec for t in todo))
         for spec in specs:  # a backbone's modes share a Run
             run = Run(

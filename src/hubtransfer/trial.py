@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from hubtransfer._tf import hub, tf, tf_keras
+from hubtransfer._tf import as_written, hub, tf, tf_keras
 from hubtransfer.data import ImageData, in_file_order
 from hubtransfer.errors import BenchmarkError, NotFineTunableError
 from hubtransfer.features import FeatureSet, extract_features
@@ -703,7 +703,7 @@ def _measure_size(
 def label_counts(data: ImageData) -> list[int]:
     """Training examples per class: one pass over the labels (images are decoded)."""
     counts = np.zeros(data.num_classes, dtype=np.int64)
-    for labels in data.train.map(lambda x, y: y).batch(4096).as_numpy_iterator():
+    for labels in data.train.map(as_written(lambda x, y: y)).batch(4096).as_numpy_iterator():
         counts += np.bincount(labels, minlength=data.num_classes)[: data.num_classes]
     return [int(c) for c in counts]
 
