@@ -7,8 +7,9 @@ paid by every explicit ``gc.collect()`` between backbones and by every automatic
 collection of the oldest generation while a backbone loads. :func:`quiet_heap` moves the
 objects that exist when a study starts out of the collector's sight (``gc.freeze``) and
 gives them back when it ends (``gc.unfreeze``): collections during the study see only
-what the study made, and nothing is kept alive for longer than it would have been. A
-process that froze objects itself (``gc.get_freeze_count()`` above 0) is left as it is.
+what the study made. The one cost: a reference cycle that existed before the study and
+became garbage during it is freed after the study instead of during it. A process that
+froze objects itself (``gc.get_freeze_count()`` above 0) is left as it is.
 """
 
 from __future__ import annotations

@@ -129,6 +129,9 @@ def benchmark(
 ) -> BenchmarkReport:
     """Trains a classifier per backbone and mode, and measures accuracy, time and size.
 
+    While it runs in this process, garbage collections skip the objects that existed
+    before it started (``gc.freeze``, undone when it ends; see :mod:`hubtransfer._heap`).
+
     Args:
         backbones: Names or Backbone specs (one, or a sequence).
         data: The dataset, e.g. from :func:`load_image_folder` or :func:`load_tfds`.
