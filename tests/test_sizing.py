@@ -98,3 +98,24 @@ def test_outline_refuses_what_a_stand_in_cannot_match(tiny_tf2: Backbone) -> Non
             BackboneOutline.from_json(junk)
     with pytest.raises(ValueError, match="do not match"):
         outline.layer([])
+
+
+def test_a_model_that_cannot_be_saved_whole_is_measured_by_its_weights_unless_refused(
+    tmp_path: Path,
+) -> None:
+    import tf_keras
+
+    class Unsaveable(tf_keras.layers.Layer):  # type: ignore[misc]
+        def call(self, inputs: object) -> object:
+            return inputs
+
+        def get_config(self) -> dict[str, object]:
+            raise NotImplementedError("this layer cannot be serialised")
+
+    inputs = tf_keras.Input((4,))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2)(Unsaveable()(inputs)))
+    weights = tmp_path / "weights.h5"
+    model.save_weights(weights, save_format="h5")
+    assert measure_classifier(model)["model_bytes"] == weights.stat().st_size
+    with pytest.raises(NotImplementedError):
+        measure_classifier(model, weights_only_fallback=False)

@@ -347,7 +347,7 @@ class Run:
         layer = self._frozen_layer
         try:
             stand_in = self._outline.layer(None if layer is None else frozen_weights(layer))
-            return measure_classifier(self._assemble(stand_in, head))
+            return measure_classifier(self._assemble(stand_in, head), weights_only_fallback=False)
         except Exception as exc:  # measured the usual way instead
             logger.debug("No stand-in for %s: %s", self.spec.name, exc, exc_info=True)
             return None
