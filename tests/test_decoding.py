@@ -218,6 +218,17 @@ def test_16bit_grey_png_keeps_the_high_byte(tmp_path: Path) -> None:
     assert (reference(path) == 255).mean() > 0.9
 
 
+def test_16bit_grey_tiff_keeps_the_high_byte_as_png_does(tmp_path: Path) -> None:
+    grey16 = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.tif")
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+
+    decoded = decode_image(tmp_path / "grey16.tif")
+
+    np.testing.assert_array_equal(decoded, decode_image(tmp_path / "grey16.png"))
+    np.testing.assert_array_equal(decoded[..., 0], (grey16 >> 8).astype(np.uint8))
+
+
 def test_16bit_rgb_png(tmp_path: Path) -> None:
     rgb16 = (photos.asymmetric_rgb(10, 12).astype(np.uint16) * 257 + 100).astype(np.uint16)
     path = photos.write_png_rgb16(tmp_path / "rgb16.png", rgb16)
@@ -390,6 +401,47 @@ def test_draft_decodes_large_jpegs_reduced_then_resizes(
     full = Image.fromarray(reference(big_rotated_jpeg))
     expected = np.asarray(full.resize((min_size, height), Image.Resampling.BICUBIC))
     assert np.abs(decoded.astype(int) - expected).mean() < 3
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "min_size", "shape"),
+    [
+        (513, 2000, 256, (256, 998)),  # reduced by 2: 257 rows, the last half a row
+        (2264, 2201, 256, (263, 256)),
+        (300, 2000, 32, (32, 213)),
+        (2000, 20, 2, (200, 2)),
+    ],
+)
+def test_reduced_jpeg_keeps_the_files_aspect_ratio(
+    tmp_path: Path, height: int, width: int, min_size: int, shape: tuple[int, int]
+) -> None:
+    # draft's reduced image rounds its sides up; the long side comes from the file's.
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.jpg")
+    Image.fromarray(array).save(tmp_path / "a.png")
+
+    assert decode_image(tmp_path / "a.jpg", min_size=min_size).shape == (*shape, 3)
+    assert decode_image(tmp_path / "a.png", min_size=min_size).shape == (*shape, 3)
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_reduced_jpeg_is_oriented_like_the_upright_one(tmp_path: Path, orientation: int) -> None:
+    # 2049 x 2729 reduced by 8 leaves an eighth of a row and of a column at the bottom
+    # and right edges; after a flip or rotation they sit elsewhere, and so must the box
+    # the resize reads (else the picture shifts by up to a pixel: diffs over 100).
+    y, x = np.mgrid[0:2049, 0:2729]
+    squares = ((((x // 48) + (y // 48)) % 2) * 200 + 20).astype(np.uint8)
+    array = np.stack([squares, np.flipud(squares), (x * 255 // 2729).astype(np.uint8)], -1)
+    Image.fromarray(array).save(tmp_path / "upright.jpg", quality=95)
+    turned = photos.save_with_orientation(tmp_path / "turned.jpg", array, orientation, "JPEG")
+    upright = Image.fromarray(decode_image(tmp_path / "upright.jpg", min_size=256))
+
+    decoded = decode_image(turned, min_size=256)
+
+    expected = np.asarray(upright.transpose(decoding._ORIENTATIONS[orientation]))
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded.astype(int) - expected).max() <= 1
 
 
 def test_min_size_never_enlarges(tmp_path: Path) -> None:

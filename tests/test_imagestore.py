@@ -437,3 +437,25 @@ def test_an_entry_cleared_by_another_process_meanwhile_is_decoded_again_quietly(
         data = ht.load_image_folder(folder)
     _same(data, ht.load_image_folder(folder, image_store=False))
     assert [r for r in caplog.records if r.name == "hubtransfer.imagestore"] == []
+
+
+def test_pillows_load_truncated_images_setting_decides_the_entry(
+    tmp_path: Path, _private_cache_dir: Path
+) -> None:
+    # Users of timm and torchvision set it to keep truncated files: a stored load made
+    # without it must not skip them then, nor the other way round.
+    from PIL import ImageFile
+
+    folder = tmp_path / "photos"
+    write_colour_folder(folder, per_class=4, size=(30, 40))
+    whole = (folder / "red").iterdir().__next__().read_bytes()
+    (folder / "red" / "cut.jpg").write_bytes(whole[: len(whole) - 40])
+    strict = ht.load_image_folder(folder, validation_fraction=0.25)
+    assert [name for name, _ in strict.counts.skip_reasons] == [str(folder / "red" / "cut.jpg")]
+    with mock.patch.object(ImageFile, "LOAD_TRUNCATED_IMAGES", True):
+        lenient = ht.load_image_folder(folder, validation_fraction=0.25)
+        without_store = ht.load_image_folder(folder, validation_fraction=0.25, image_store=False)
+    assert lenient.counts.skipped == 0
+    _same(lenient, without_store)
+    assert ht.load_image_folder(folder, validation_fraction=0.25).counts.skipped == 1
+    assert len(ImageStore().entries()) == 2

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import PIL
 
 from hubtransfer._tf import as_written, tf
 from hubtransfer.config import DEFAULTS
+from hubtransfer.decoding import DECODING_VERSION
 from hubtransfer.errors import ConfigurationError, DatasetError
 from hubtransfer.imagecache import (
     DEFAULT_IMAGE_MEMORY_BYTES,
@@ -788,7 +790,12 @@ def load_image_folder(
             "validation_fraction": validation_fraction,
             "test_fraction": test_fraction,
             # What the cached pixels are: the decoder and the size they were cached at.
-            "decoding": {"decoder": "pillow", "max_image_size": max_image_size},
+            "decoding": {
+                "decoder": "pillow",
+                "pillow": PIL.__version__,
+                "version": DECODING_VERSION,
+                "max_image_size": max_image_size,
+            },
             "splits": {
                 name: sorted(
                     [

@@ -17,13 +17,17 @@ fine-tuned here should see the same pixels a model trained with them would.
   ``tf.io.decode_png(channels=3)`` does too, so features match theirs.
 - **GIF and animated WebP**: the first frame is placed on the full canvas (TF returns a
   GIF's first frame cropped to its own rectangle when it is smaller than the canvas).
-- **16-bit grey PNG**: Pillow's own ``convert("RGB")`` clips 16-bit values to 255 (an
-  almost white image); here the high byte is kept, which is how Pillow already reads
-  16-bit RGB PNGs.
+- **16-bit grey PNG and TIFF** (every file Pillow opens in an ``I;16`` mode): Pillow's
+  own ``convert("RGB")`` clips 16-bit values to 255 (an almost white image); here the
+  high byte is kept, which is how Pillow already reads 16-bit RGB PNGs. Files Pillow
+  opens as 32-bit ``I`` instead (16-bit PGM, signed 16-bit or 32-bit TIFF) are
+  converted as the reference loaders convert them, clipped.
 - **CMYK JPEG, grey, grey + alpha, palette**: converted to RGB by Pillow.
 - **Speed on large JPEGs**: with ``min_size``, ``Image.draft`` decodes a JPEG at 1/2, 1/4
   or 1/8 scale in the DCT domain (the trick of ``tf.io.decode_jpeg(ratio=...)``), then a
-  bicubic resize brings the shorter side to ``min_size`` exactly.
+  bicubic resize brings the shorter side to ``min_size`` exactly, from the part of the
+  reduced image that holds the whole picture (``draft``'s box, as ``Image.thumbnail``
+  does), so the aspect ratio is the file's.
 - **Decompression bombs**: the pixel count is checked from the header, before any pixel
   is decoded; files over the cap are refused. Pillow's global ``MAX_IMAGE_PIXELS`` is
   never modified.
@@ -75,7 +79,7 @@ MAX_PIXELS: Final = 178_956_970
 #: Version of what this module makes of a file (pixels and failure reasons). Bump it
 #: whenever decoding output changes (orientation, conversion, resizing, reasons), so no
 #: image store entry made by the old code is read (:mod:`hubtransfer.imagestore`).
-DECODING_VERSION: Final = 1
+DECODING_VERSION: Final = 2  # 2: a JPEG decoded at reduced scale keeps its aspect ratio
 
 #: Every ``reason`` an :class:`UnreadableImageError` can carry. The last two are followed
 #: by a detail: ``"unsupported image mode (F)"``, ``"over the pixel cap (20000 x 20000)"``.
@@ -94,6 +98,21 @@ REASONS: Final = (
 # Image.thumbnail and timm's default eval transform use.
 _RESAMPLE: Final = Image.Resampling.BICUBIC
 _SIXTEEN_BIT_GREY: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# EXIF orientation -> the transpose ImageOps.exif_transpose applies for it.
+_ORIENTATIONS: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES: Final = frozenset(
+    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE}
+    | {Image.Transpose.ROTATE_90}
+)
+Box = tuple[float, float, float, float]
 
 _logger = logging.getLogger(__name__)
 
@@ -287,17 +306,31 @@ def _decode(
 def _to_rgb_array(
     path: str | os.PathLike[str], image: Image.Image, min_size: int | None
 ) -> NDArray[np.uint8]:
+    size = image.size  # the file's own size, before any reduced-scale decoding
+    box: Box | None = None
     if min_size is not None:
-        # JPEG only (a no-op for other formats). The request is square because draft
+        # JPEG only (None for other formats). The request is square because draft
         # keeps both sides >= the request: only the shorter side binds, and it is the
         # shorter side after any EXIF rotation too, since a transpose swaps the sides.
-        image.draft("RGB", (min_size, min_size))
+        # The reduced image's last row and column may hold only part of a scaled one:
+        # draft's box is the extent of the whole picture in it (what Image.thumbnail
+        # resizes from), so the aspect ratio is the file's, not the reduced image's.
+        drafted = image.draft("RGB", (min_size, min_size))
+        if drafted is not None and image.size != size:
+            box = drafted[1]
     image.load()  # decoding errors surface here, and only here
     try:
+        method = _ORIENTATIONS.get(image.getexif().get(0x0112, 1))
         ImageOps.exif_transpose(image, in_place=True)
     except Exception:
         # A damaged EXIF block loses the orientation, not the image.
         _logger.debug("Unreadable EXIF in %s; orientation not applied", path, exc_info=True)
+        method = None
+    if method is not None:
+        if box is not None:
+            box = _transposed_box(box, image.size, method)
+        if method in _SWAPS_SIDES:
+            size = (size[1], size[0])
     # Pillow < 11 reads 16-bit grey PNGs as mode I (int32), later ones as I;16.
     if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and image.format == "PNG"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
@@ -311,26 +344,46 @@ def _to_rgb_array(
             # Not a decoding failure: Pillow has no conversion from this mode to RGB.
             raise UnreadableImageError(path, f"unsupported image mode ({image.mode})") from exc
     if min_size is not None:
-        rgb = _shrink(rgb, min_size)
+        rgb = _shrink(rgb, min_size, size, box)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _transposed_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:
+    """``box`` (from the top left corner of an image) after ``method`` turned the image
+    into one of ``size``: the same pixels, wherever the transpose put them."""
+    _, _, right, lower = box  # draft's box starts at (0, 0)
+    width, height = size  # after the transpose
+    return {
+        Image.Transpose.FLIP_LEFT_RIGHT: (width - right, 0.0, width, lower),
+        Image.Transpose.ROTATE_180: (width - right, height - lower, width, height),
+        Image.Transpose.FLIP_TOP_BOTTOM: (0.0, height - lower, right, height),
+        Image.Transpose.TRANSPOSE: (0.0, 0.0, lower, right),
+        Image.Transpose.ROTATE_270: (width - lower, 0.0, width, right),
+        Image.Transpose.TRANSVERSE: (width - lower, height - right, width, height),
+        Image.Transpose.ROTATE_90: (0.0, height - right, lower, height),
+    }.get(method, box)
 
 
 def _shrink_array(array: NDArray[np.uint8], min_size: int | None) -> NDArray[np.uint8]:
     if min_size is None:
         return array
-    return np.asarray(_shrink(Image.fromarray(array), min_size), dtype=np.uint8)
+    image = Image.fromarray(array)
+    return np.asarray(_shrink(image, min_size, image.size, None), dtype=np.uint8)
 
 
-def _shrink(image: Image.Image, min_size: int) -> Image.Image:
-    width, height = image.size
-    short = min(width, height)
-    if short <= min_size:
+def _shrink(
+    image: Image.Image, min_size: int, size: tuple[int, int], box: Box | None
+) -> Image.Image:
+    """``image`` with its shorter side brought down to ``min_size``, the aspect ratio of
+    ``size`` (the file's picture, which a reduced-scale JPEG covers ``box`` of)."""
+    width, height = size
+    if min(width, height) <= min_size:  # never a reduced JPEG: draft halves at least
         return image
     if width <= height:
-        size = (min_size, max(min_size, round(height * min_size / width)))
+        target = (min_size, max(min_size, round(height * min_size / width)))
     else:
-        size = (max(min_size, round(width * min_size / height)), min_size)
-    return image.resize(size, _RESAMPLE)
+        target = (max(min_size, round(width * min_size / height)), min_size)
+    return image.resize(target, _RESAMPLE, box=box)
 
 
 def _failure_reason(path: str | os.PathLike[str], exc: Exception) -> str:

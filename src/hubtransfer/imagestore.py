@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import PIL
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageFile
 
 from hubtransfer._fs import (
     MARKER,
@@ -118,6 +118,8 @@ def _decoder() -> dict[str, Any]:
         "version": DECODING_VERSION,
         "max_pixels": MAX_PIXELS,
         "pillow_max_image_pixels": Image.MAX_IMAGE_PIXELS,
+        # Set (as timm and torchvision users do) to keep truncated files: decoded then.
+        "pillow_load_truncated_images": bool(ImageFile.LOAD_TRUNCATED_IMAGES),
     }
 
 
