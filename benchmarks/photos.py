@@ -317,7 +317,7 @@ def main() -> None:
     n_images = data.counts.train + data.counts.validation
     measured = {s.name: forward_floor(ht, s, n_images, args.batch_size) for s in specs}
     floors = {name: seconds for name, (seconds, _, _) in measured.items()}
-    fixed = {name: load_s + first_s for name, (_, load_s, first_s) in measured.items()}
+    fixed = {name: loaded_s + first_s for name, (_, loaded_s, first_s) in measured.items()}
     floor = decode_s + sum(floors.values())
     study_s = load_s + bench_s
     print(
@@ -346,9 +346,9 @@ def main() -> None:
         f"to measure it, ...): {bench_s - trained:.1f} s"
     )
     print(f"study / floor: {study_s / floor:.2f} (target <= 1.3)")
-    for name, (_, load_s, first_s) in measured.items():
+    for name, (_, loaded_s, first_s) in measured.items():
         print(
-            f"  left out of the floor, {name}: loading it {load_s:.1f} s + its first call "
+            f"  left out of the floor, {name}: loading it {loaded_s:.1f} s + its first call "
             f"{first_s:.1f} s (timed after the study, in the same process)"
         )
     print(

@@ -444,6 +444,18 @@ def test_reduced_jpeg_is_oriented_like_the_upright_one(tmp_path: Path, orientati
     assert np.abs(decoded.astype(int) - expected).max() <= 1
 
 
+def test_orientation_does_not_depend_on_rewriting_the_exif_block(tmp_path: Path) -> None:
+    # ImageOps.exif_transpose turns the pixels, then rewrites the EXIF block; a failure
+    # there must not leave turned pixels with the unturned size (nor skip the file).
+    array = photos.asymmetric_rgb(600, 1000)
+    path = photos.save_with_orientation(tmp_path / "turned.jpg", array, 6, "JPEG")
+    expected = decode_image(path, min_size=64)
+    with mock.patch.object(Image.Exif, "tobytes", side_effect=ValueError("no EXIF writing")):
+        decoded = decode_image(path, min_size=64)
+    assert decoded.shape == expected.shape == (107, 64, 3)
+    np.testing.assert_array_equal(decoded, expected)
+
+
 def test_min_size_never_enlarges(tmp_path: Path) -> None:
     path = tmp_path / "small.jpg"
     Image.fromarray(photos.asymmetric_rgb(30, 40)).save(path)

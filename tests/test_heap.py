@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,7 +16,7 @@ class _Node:
 
 
 @pytest.fixture(autouse=True)
-def _unfrozen() -> None:
+def _unfrozen() -> Iterator[None]:
     gc.unfreeze()  # tests start from a process that froze nothing
     yield
     gc.unfreeze()
@@ -66,3 +67,18 @@ def test_a_process_that_froze_objects_itself_is_left_as_it_is() -> None:
     with quiet_heap():
         pass
     assert gc.get_freeze_count() == frozen
+
+
+def test_what_is_already_garbage_on_entry_is_freed_not_held_through_the_study() -> None:
+    dropped = _Node()  # e.g. a model deleted just before, or the last study's backbone
+    dead = weakref.ref(dropped)
+    del dropped
+    with quiet_heap():
+        assert dead() is None
+
+
+def test_objects_frozen_during_the_study_by_someone_else_stay_frozen() -> None:
+    with quiet_heap():
+        made = [_Node() for _ in range(1000)]  # what a study makes, then someone freezes
+        gc.freeze()  # e.g. a user callback preparing a fork
+    assert gc.get_freeze_count() > 0 and len(made) == 1000

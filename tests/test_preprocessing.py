@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import hubtransfer as ht
 from hubtransfer.preprocessing import preprocess_image
@@ -184,12 +185,17 @@ def test_pipelines_are_traced_as_written(tmp_path: Path) -> None:
     from tensorflow.python.autograph.impl import api
 
     from hubtransfer.features import FeatureSet
+    from hubtransfer.sampling import sample_split
     from hubtransfer.trial import label_counts
 
     write_sorted_classes(tmp_path, per_class=4)
     spilled = tmp_path / "features.npy"
     np.zeros((6, 4), np.float32).tofile(spilled)
-    with mock.patch.object(api, "converted_call", wraps=api.converted_call) as converted:
+    with (
+        mock.patch.object(api, "converted_call", wraps=api.converted_call) as converted,
+        tfds.testing.mock_data(num_examples=6),
+    ):
+        tfds_data = ht.load_tfds("cats_vs_dogs")
         data = ht.load_image_folder(tmp_path, validation_fraction=0.25, image_store=False)
         on_disk = FeatureSet(
             np.memmap(spilled, np.float32, "r", shape=(6, 4)), np.zeros(6, np.int64), 0.0, spilled
@@ -199,8 +205,15 @@ def test_pipelines_are_traced_as_written(tmp_path: Path) -> None:
             ht.prepare(data.train, MNV2, training=True, augment=True),
             ht.prepare(_dataset(), MNV2),
             on_disk.dataset(4, shuffle=True),
+            tfds_data.train,
+            sample_split(tfds_data, "validation", 3, seed=0),
         ]
         batches = sum(1 for dataset in pipelines for _ in dataset)
         counts = label_counts(data)
     assert batches > 0 and sum(counts) == data.counts.train
-    assert converted.call_args_list == []
+    ours = [
+        call.args[0]
+        for call in converted.call_args_list
+        if getattr(call.args[0], "__module__", "").startswith("hubtransfer")
+    ]
+    assert ours == []

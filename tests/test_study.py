@@ -79,6 +79,7 @@ def test_study_with_both_modes(
         frozen.latency_ms and frozen.latency_ms > 0 and frozen.throughput and frozen.throughput > 0
     )
     assert frozen.environment["tensorflow"] == tf.__version__ and frozen.environment["device"]
+    assert frozen.environment["pillow"] == __import__("PIL").__version__  # decoded the folder
     tuned = report.get("tiny_a", "fine_tuned")
     assert tuned.status == "ok"
     assert [h.phase for h in tuned.history] == ["warmup"] + ["fine_tune"] * 4

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import PIL
 
 from hubtransfer._tf import as_written, tf
 from hubtransfer.config import DEFAULTS
@@ -125,8 +124,10 @@ class ImageData:
         test_files: For image folders, the test files, in dataset order.
         fingerprint: Hex digest of what the data is, for resuming work on the same data.
             Image folders: every split's files (path relative to the folder, size,
-            modification time in ns, label), the class names, the seed and the
-            fractions; touching, adding or removing a file changes it. TFDS: the name,
+            modification time in ns, label), the class names, the seed, the
+            fractions, the cached image size and the decoding version
+            (:data:`~hubtransfer.decoding.DECODING_VERSION`); touching, adding or
+            removing a file changes it. TFDS: the name,
             the prepared version, the split expressions, data_dir and the features used.
         recipe: How to load this data again (the loader and its arguments): a study on
             other processes or machines rebuilds it from this. None for hand-made data.
@@ -790,9 +791,10 @@ def load_image_folder(
             "validation_fraction": validation_fraction,
             "test_fraction": test_fraction,
             # What the cached pixels are: the decoder and the size they were cached at.
+            # Not Pillow's version: a patch release must not cost every resumed result
+            # (the image store, which keeps pixels, does key on it).
             "decoding": {
                 "decoder": "pillow",
-                "pillow": PIL.__version__,
                 "version": DECODING_VERSION,
                 "max_image_size": max_image_size,
             },

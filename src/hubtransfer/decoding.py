@@ -6,8 +6,8 @@ fine-tuned here should see the same pixels a model trained with them would.
 ``tf.io.decode_image``, used until now, gets real files wrong. What this module fixes:
 
 - **EXIF orientation** (phone photos, JPEG and WebP): TF ignores it, so a portrait photo
-  arrives lying on its side. Here ``ImageOps.exif_transpose`` applies it; orientations
-  5-8 swap height and width.
+  arrives lying on its side. Here it is applied as ``ImageOps.exif_transpose`` applies
+  it (orientations 5-8 swap height and width), to the pixels only.
 - **BMP variants**: TF decodes 8-bit palette BMPs as grey palette indices, reads the
   channels of 32-bit ``BI_BITFIELDS`` BMPs in the wrong order, and refuses 1-, 4- and
   16-bit and RLE-compressed BMPs as corrupt. Pillow's BMP reader handles all of them.
@@ -51,7 +51,7 @@ from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from hubtransfer.errors import DatasetError
 from hubtransfer.validation import check_int, check_optional_int
@@ -319,20 +319,25 @@ def _to_rgb_array(
         if drafted is not None and image.size != size:
             box = drafted[1]
     image.load()  # decoding errors surface here, and only here
+    file_format = image.format
     try:
+        # The orientation ImageOps.exif_transpose reads (EXIF, else XMP); only the
+        # pixels are turned here, the metadata it would rewrite is not returned.
         method = _ORIENTATIONS.get(image.getexif().get(0x0112, 1))
-        ImageOps.exif_transpose(image, in_place=True)
     except Exception:
         # A damaged EXIF block loses the orientation, not the image.
         _logger.debug("Unreadable EXIF in %s; orientation not applied", path, exc_info=True)
         method = None
     if method is not None:
+        image = image.transpose(method)
         if box is not None:
             box = _transposed_box(box, image.size, method)
-        if method in _SWAPS_SIDES:
-            size = (size[1], size[0])
+            if method in _SWAPS_SIDES:
+                size = (size[1], size[0])
+    if box is None:
+        size = image.size  # as decoded: the header's size may differ (e.g. ICO)
     # Pillow < 11 reads 16-bit grey PNGs as mode I (int32), later ones as I;16.
-    if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and image.format == "PNG"):
+    if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and file_format == "PNG"):
         grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
         return _shrink_array(np.repeat(grey[..., None], 3, axis=2), min_size)
     rgb = image

@@ -12,7 +12,8 @@ the user's cache directory (``~/.cache/hubtransfer`` on Linux; see
 ``load_image_folder(image_store=...)``.
 
 **Key** (:func:`image_key`): a SHA-256 over the store format, the decoder (Pillow, its
-version, :data:`hubtransfer.decoding.DECODING_VERSION`, the pixel caps), the cached
+version, :data:`hubtransfer.decoding.DECODING_VERSION`, the pixel caps, Pillow's
+``ImageFile.LOAD_TRUNCATED_IMAGES``), the cached
 image size (``max_image_size``) and the listed files as [absolute path, [size,
 modification time, status-change time (ns), inode]], in listing order. Touching,
 adding, removing or rewriting a file gives a new key, even a rewrite that keeps the size

@@ -59,8 +59,8 @@ class BackboneOutline:
     @classmethod
     def of(cls, layer: tf_keras.layers.Layer, feature_dim: int) -> BackboneOutline | None:
         """The outline of a frozen ``layer``; None when a stand-in could not match it
-        (a configuration that is not JSON, a weight whose name a new variable cannot
-        take): the classifier is then measured the usual way."""
+        (a configuration that is not JSON, a weight that is not numeric or not named as
+        TensorFlow names variables): the classifier is then measured the usual way."""
         if layer.trainable:
             return None
         if tf_keras.utils.get_registered_name(type(layer)) != type(layer).__name__:
@@ -72,7 +72,7 @@ class BackboneOutline:
             (str(w.name), tuple(int(d) for d in w.shape), str(w.dtype.name)) for w in variables
         )
         if not all(name.endswith(":0") for name, _, _ in weights):
-            return None  # a new variable is always named "<name>:0"
+            return None  # every variable's name ends so: not a plain variable
         try:
             config = json.loads(json.dumps(layer.get_config()))
         except (TypeError, ValueError, NotImplementedError):
@@ -161,6 +161,9 @@ class _ZeroWeight(tf.Variable):
 
     def numpy(self) -> np.ndarray:
         return np.zeros(self.shape, self.dtype.as_numpy_dtype)
+
+    def __repr__(self) -> str:
+        return f"<_ZeroWeight {self.name!r} shape={tuple(self.shape)} dtype={self.dtype.name}>"
 
 
 class _StandIn(tf_keras.layers.Layer):

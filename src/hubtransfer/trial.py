@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import PIL
 
 from hubtransfer._tf import as_written, hub, tf, tf_keras
 from hubtransfer.data import ImageData, in_file_order
@@ -66,6 +67,7 @@ def environment() -> dict[str, str]:
         "tensorflow": tf.__version__,
         "tf_keras": tf_keras.__version__,
         "tensorflow_hub": hub.__version__,
+        "pillow": PIL.__version__,  # decodes the image folders
         "device": device,
         "platform": platform.platform(),
         "cpu_count": str(os.cpu_count()),
