@@ -131,6 +131,32 @@ def test_benchmark_command_writes_results(
     assert "| cli_tiny | frozen | ok |" in quiet.out and "Trial" not in quiet.err
 
 
+def test_benchmark_without_latency_then_with_it(tmp_path: Path) -> None:
+    # --no-latency: nothing times the classifier (a study served from the store then
+    # loads no backbone); asked for later, latency is measured, not the old result kept.
+    write_colour_folder(tmp_path / "data", per_class=8, size=(40, 48))
+    registry = ht.registry.default_registry()
+    spec = ht.Backbone("cli_lat", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
+    args = ["benchmark", "--backbones", "cli_lat", "--dataset", str(tmp_path / "data")]
+    args += ["--epochs", "1", "--out", str(tmp_path / "out"), "--quiet"]
+
+    def latencies() -> list[object]:
+        results = json.loads((tmp_path / "out" / "results.json").read_text())
+        return [r["latency_ms"] for r in results]
+
+    registry.register(spec)
+    try:
+        assert main([*args, "--no-latency"]) == 0
+        assert latencies() == [None]
+        assert main([*args, "--no-latency"]) == 0  # kept as it is
+        assert latencies() == [None]
+        assert main(args) == 0
+    finally:
+        registry._backbones.pop("cli_lat")
+    (latency,) = latencies()
+    assert isinstance(latency, float) and latency > 0
+
+
 def test_export_command(tmp_path: Path) -> None:
     spec = ht.Backbone("t", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
     # A hidden layer big enough (8 x 2048 weights) that TFLite quantizes it.

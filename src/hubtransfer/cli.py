@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="random resized crop + flip")
     p.add_argument("--no-cache", action="store_true", help="run the backbone every epoch")
     p.add_argument(
+        "--latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time each classifier's inference (default: on); --no-latency skips it, so a "
+        "study served from the feature store need not load its backbones",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("hubtransfer-results"),
@@ -395,6 +402,7 @@ def _run_benchmark(
         head=head,
         augment=args.augment,
         cache_features=not args.no_cache,
+        measure_latency=args.latency,
         output_dir=args.out,
         resume=args.resume,
         seed=args.seed,

@@ -510,9 +510,15 @@ def _run_study(
     for trial in plan:
         kept = previous.get(trial.config_id)
         if kept is not None and (
-            trial.model_path is None
-            or kept.status != "ok"
-            or _saved_model_matches(trial.model_path, trial.config_id)
+            kept.status != "ok"
+            or (
+                # Measured without latency (measure_latency=False) and asked for now.
+                (kept.latency_ms is not None or not runtime.measure_latency)
+                and (
+                    trial.model_path is None
+                    or _saved_model_matches(trial.model_path, trial.config_id)
+                )
+            )
         ):
             collector.kept(trial, kept, relog=latest.get(kept.key) != kept.config_id)
         else:
