@@ -7,6 +7,9 @@
    pipeline functions traced as written (``hubtransfer._tf.as_written``), and with
    AutoGraph converting them as before (``do_not_convert`` replaced by the identity in
    that process). Each in its own new Python, alternating, timed after the imports.
+3. A size stand-in's weights, built in a new process from a kept outline (the weights
+   of Keras's MobileNetV2, 224 px): ``hubtransfer.sizing._ZeroWeight`` objects, against
+   zero-filled ``tf.Variable``s as before. Each in its own new Python, alternating.
 
     python benchmarks/fixed_costs.py [--runs 5]
 """
@@ -38,6 +41,32 @@ traced = time.perf_counter() - start
 next(iter(batches))
 print(json.dumps({"traced": traced, "first_batch": time.perf_counter() - start}))
 """
+
+
+_STAND_IN_WEIGHTS = """
+import json, sys, time
+import tensorflow as tf
+from hubtransfer.sizing import _ZeroWeight
+weights = json.loads(sys.stdin.read())
+start = time.perf_counter()
+if sys.argv[1] == "variables":
+    built = [tf.Variable(tf.zeros(s, d), name=n[:-2], trainable=False) for n, s, d in weights]
+else:
+    built = [_ZeroWeight(n, tuple(s), d) for n, s, d in weights]
+print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(built)}))
+"""
+
+
+def stand_in_weights(how: str, weights: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _STAND_IN_WEIGHTS, how],
+        input=weights,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def full_collections(runs: int) -> tuple[list[float], list[float]]:
@@ -92,6 +121,23 @@ def main() -> None:
         )
     ratio = medians["as written"]["traced"] / medians["autograph"]["traced"]
     print(f"built: as written / autograph {ratio:.2f}")
+
+    import tf_keras
+
+    model = tf_keras.applications.MobileNetV2(weights=None, include_top=False)
+    frozen = [*model.trainable_weights, *model.non_trainable_weights]
+    weights = json.dumps([[w.name, list(w.shape), w.dtype.name] for w in frozen])
+    built: dict[str, list[float]] = {"variables": [], "zero weights": []}
+    for _ in range(args.runs):
+        for how in built:
+            built[how].append(stand_in_weights(how, weights)["seconds"])
+    for how, seconds in built.items():
+        print(
+            f"a stand-in's {len(frozen)} weights in a new process, {how}, median of "
+            f"{args.runs}: {statistics.median(seconds) * 1e3:.1f} ms"
+        )
+    ratio = statistics.median(built["zero weights"]) / statistics.median(built["variables"])
+    print(f"zero weights / variables: {ratio:.3f}")
 
 
 if __name__ == "__main__":

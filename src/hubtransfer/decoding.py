@@ -108,10 +108,7 @@ _ORIENTATIONS: Final = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SWAPS_SIDES: Final = frozenset(
-    {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE}
-    | {Image.Transpose.ROTATE_90}
-)
+_SWAPS_SIDES: Final = frozenset({_ORIENTATIONS[o] for o in (5, 6, 7, 8)})
 Box = tuple[float, float, float, float]
 
 _logger = logging.getLogger(__name__)

@@ -512,7 +512,7 @@ def _run_study(
         if kept is not None and (
             kept.status != "ok"
             or (
-                # Measured without latency (measure_latency=False) and asked for now.
+                # A result measured without latency is run again if latency is asked now.
                 (kept.latency_ms is not None or not runtime.measure_latency)
                 and (
                     trial.model_path is None
