@@ -133,7 +133,7 @@ def test_benchmark_command_writes_results(
 
 def test_benchmark_without_latency_then_with_it(tmp_path: Path) -> None:
     # --no-latency: nothing times the classifier (a study served from the store then
-    # loads no backbone); asked for later, latency is measured, not the old result kept.
+    # loads no backbone); a kept result stays as it is, --no-resume measures it.
     write_colour_folder(tmp_path / "data", per_class=8, size=(40, 48))
     registry = ht.registry.default_registry()
     spec = ht.Backbone("cli_lat", str(save_tiny_tf2(tmp_path / "m", 32)), 32, 8, "tf2", True)
@@ -150,7 +150,9 @@ def test_benchmark_without_latency_then_with_it(tmp_path: Path) -> None:
         assert latencies() == [None]
         assert main([*args, "--no-latency"]) == 0  # kept as it is
         assert latencies() == [None]
-        assert main(args) == 0
+        assert main(args) == 0  # kept: a finished result is not run again for latency
+        assert latencies() == [None]
+        assert main([*args, "--no-resume"]) == 0
     finally:
         registry._backbones.pop("cli_lat")
     (latency,) = latencies()

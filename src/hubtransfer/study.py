@@ -510,15 +510,9 @@ def _run_study(
     for trial in plan:
         kept = previous.get(trial.config_id)
         if kept is not None and (
-            kept.status != "ok"
-            or (
-                # A result measured without latency is run again if latency is asked now.
-                (kept.latency_ms is not None or not runtime.measure_latency)
-                and (
-                    trial.model_path is None
-                    or _saved_model_matches(trial.model_path, trial.config_id)
-                )
-            )
+            trial.model_path is None
+            or kept.status != "ok"
+            or _saved_model_matches(trial.model_path, trial.config_id)
         ):
             collector.kept(trial, kept, relog=latest.get(kept.key) != kept.config_id)
         else:
