@@ -57,10 +57,11 @@ print(json.dumps({"seconds": time.perf_counter() - start, "weights": len(built)}
 """
 
 
-def stand_in_weights(how: str, weights: str) -> dict[str, float]:
+def in_new_python(code: str, *args: str, stdin: str | None = None) -> dict[str, float]:
+    """The JSON line ``code`` prints last, run in a new Python with ``args``."""
     out = subprocess.run(
-        [sys.executable, "-c", _STAND_IN_WEIGHTS, how],
-        input=weights,
+        [sys.executable, "-c", code, *args],
+        input=stdin,
         check=True,
         capture_output=True,
         text=True,
@@ -84,14 +85,6 @@ def full_collections(runs: int) -> tuple[list[float], list[float]]:
     return outside, inside
 
 
-def first_prepare(how: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", _FIRST_PREPARE, how], check=True, capture_output=True, text=True
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -109,7 +102,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"as written": [], "autograph": []}
     for _ in range(args.runs):
         for how in ("as written", "autograph"):
-            runs[how].append(first_prepare("autograph" if how == "autograph" else "plain"))
+            runs[how].append(in_new_python(_FIRST_PREPARE, how.replace(" ", "_")))
     medians = {
         how: {key: statistics.median(r[key] for r in found) for key in ("traced", "first_batch")}
         for how, found in runs.items()
@@ -130,7 +123,7 @@ def main() -> None:
     built: dict[str, list[float]] = {"variables": [], "zero weights": []}
     for _ in range(args.runs):
         for how in built:
-            built[how].append(stand_in_weights(how, weights)["seconds"])
+            built[how].append(in_new_python(_STAND_IN_WEIGHTS, how, stdin=weights)["seconds"])
     for how, seconds in built.items():
         print(
             f"a stand-in's {len(frozen)} weights in a new process, {how}, median of "
